@@ -1,0 +1,445 @@
+"""The index: writes (add, delete) and lookups of stored resources.
+
+Writes use SQLAlchemy Core on the ORM tables: one transaction per instance, a handful
+of statements, no ORM identity map on the hot ingest path.  On SQLite, writers are
+serialised in-process (SQLite allows one writer; waiting on a Python lock is cheaper and
+fairer than retrying on ``database is locked``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from voxa.archive import identifiers
+from voxa.archive.attributes import Level
+from voxa.archive.models import Change, Instance, Patient, Series, Study
+
+P, ST, SE, I, CH = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__, Change.__table__
+
+
+class DuplicateInstance(Exception):
+    """The SOP Instance UID is already in the index."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass
+class InstanceRecord:
+    """Everything the index stores about one instance, extracted at ingest."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+    metadata_json: bytes = b""
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.instance["sop_instance_uid"])
+
+
+@dataclass
+class StoredLocation:
+    """Where an instance's bytes are and what they are."""
+
+    id: int
+    public_id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size_bytes: int
+    dataset_offset: int
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+
+
+@dataclass
+class AddResult:
+    instance_id: int
+    public_ids: dict[str, str] = field(default_factory=dict)
+    new_study: bool = False
+    new_series: bool = False
+    replaced_blob_key: str | None = None
+    patient_name_conflict: bool = False
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _join_multi(existing: str, value: str) -> str:
+    if not value:
+        return existing
+    values = [v for v in existing.split("\\") if v]
+    if value in values:
+        return existing
+    values.append(value)
+    return "\\".join(sorted(values))
+
+
+class Index:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self._write_lock = threading.RLock() if self.is_sqlite else None
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (serialised on SQLite)."""
+        lock = self._write_lock or contextlib.nullcontext()
+        with lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def existing_instance(self, sop_instance_uid: str) -> StoredLocation | None:
+        with self.read() as conn:
+            return self._locate(conn, I.c.sop_instance_uid == sop_instance_uid)
+
+    def add(self, rec: InstanceRecord, *, replace: bool = False) -> AddResult:
+        """Insert one instance (creating patient/study/series rows as needed) and update counts.
+
+        Raises :class:`DuplicateInstance` when the SOP Instance UID exists and ``replace``
+        is false.  With ``replace``, the old row is swapped for the new one and the old
+        blob key is returned so the caller can delete the file after the commit.
+        """
+        for attempt in range(3):
+            try:
+                with self.write() as conn:
+                    return self._add(conn, rec, replace=replace)
+            except IntegrityError:
+                # A concurrent writer created the same patient/study/series or instance
+                # between our select and insert (PostgreSQL); look again.
+                if attempt == 2:
+                    raise
+                with self.read() as conn:
+                    if not replace and self._locate(conn, I.c.sop_instance_uid == rec.sop_instance_uid):
+                        raise DuplicateInstance(rec.sop_instance_uid) from None
+        raise AssertionError("unreachable")
+
+    def _add(self, conn: Connection, rec: InstanceRecord, *, replace: bool) -> AddResult:
+        now = _now()
+        pat, stu, ser, ins = rec.patient, rec.study, rec.series, rec.instance
+        pid = pat["patient_id"]
+        study_uid, series_uid, sop_uid = stu["study_instance_uid"], ser["series_instance_uid"], ins["sop_instance_uid"]
+        result = AddResult(instance_id=0)
+
+        old = self._locate(conn, I.c.sop_instance_uid == sop_uid)
+        if old is not None:
+            if not replace:
+                raise DuplicateInstance(sop_uid)
+            self._delete_instance_rows(conn, old.id, record_change=False)
+            result.replaced_blob_key = old.blob_key
+
+        size = int(ins["size_bytes"])
+
+        # Patient: keyed by PatientID + issuer; the first-seen name and demographics are kept.
+        row = conn.execute(
+            select(P.c.id, P.c.patient_name).where(
+                P.c.patient_id == pid, P.c.issuer_of_patient_id == pat["issuer_of_patient_id"]
+            )
+        ).first()
+        if row is None:
+            patient_fk = conn.execute(
+                insert(P).values(
+                    public_id=identifiers.patient_public_id(pid), created_at=now, updated_at=now, **pat
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(CH).values(
+                    change_type="NewPatient", resource_type="Patient",
+                    public_id=identifiers.patient_public_id(pid), uid=pid, at=now,
+                )
+            )
+        else:
+            patient_fk = row.id
+            if row.patient_name != pat["patient_name"]:
+                result.patient_name_conflict = True
+
+        # Study
+        row = conn.execute(
+            select(ST.c.id, ST.c.patient_fk, ST.c.modalities_in_study, ST.c.sop_classes_in_study).where(
+                ST.c.study_instance_uid == study_uid
+            )
+        ).first()
+        study_public = identifiers.study_public_id(pid, study_uid)
+        if row is None:
+            study_fk = conn.execute(
+                insert(ST).values(
+                    patient_fk=patient_fk, public_id=study_public, created_at=now, updated_at=now,
+                    modalities_in_study=ser["modality"], sop_classes_in_study=ins["sop_class_uid"],
+                    num_series=0, num_instances=0, size_bytes=0, **stu,
+                    **{k: pat[k] for k in ("patient_id", "patient_name", "patient_name_key",
+                                           "patient_birth_date", "patient_sex", "issuer_of_patient_id")},
+                )
+            ).inserted_primary_key[0]
+            result.new_study = True
+            conn.execute(
+                update(P).where(P.c.id == patient_fk).values(num_studies=P.c.num_studies + 1, updated_at=now)
+            )
+            conn.execute(
+                insert(CH).values(change_type="NewStudy", resource_type="Study", public_id=study_public,
+                                  uid=study_uid, at=now)
+            )
+            modalities, sop_classes = ser["modality"], ins["sop_class_uid"]
+        else:
+            study_fk = row.id
+            modalities, sop_classes = row.modalities_in_study, row.sop_classes_in_study
+
+        # Series
+        row = conn.execute(
+            select(SE.c.id, SE.c.study_fk).where(SE.c.series_instance_uid == series_uid)
+        ).first()
+        series_public = identifiers.series_public_id(pid, study_uid, series_uid)
+        if row is None:
+            series_fk = conn.execute(
+                insert(SE).values(
+                    study_fk=study_fk, public_id=series_public, created_at=now, updated_at=now,
+                    num_instances=0, size_bytes=0, **ser,
+                )
+            ).inserted_primary_key[0]
+            result.new_series = True
+            conn.execute(
+                update(P).where(P.c.id == patient_fk).values(num_series=P.c.num_series + 1)
+            )
+            conn.execute(
+                insert(CH).values(change_type="NewSeries", resource_type="Series", public_id=series_public,
+                                  uid=series_uid, at=now)
+            )
+        else:
+            series_fk = row.id
+            if row.study_fk != study_fk:
+                raise IntegrityErrorLike(
+                    f"SeriesInstanceUID {series_uid} already belongs to another study"
+                )
+
+        instance_public = identifiers.instance_public_id(pid, study_uid, series_uid, sop_uid)
+        instance_id = conn.execute(
+            insert(I).values(
+                series_fk=series_fk, public_id=instance_public, received_at=now,
+                metadata_json=rec.metadata_json, **ins,
+            )
+        ).inserted_primary_key[0]
+
+        new_modalities = _join_multi(modalities, ser["modality"])
+        new_classes = _join_multi(sop_classes, ins["sop_class_uid"])
+        study_values: dict[str, Any] = {
+            "num_instances": ST.c.num_instances + 1,
+            "size_bytes": ST.c.size_bytes + size,
+            "updated_at": now,
+        }
+        if result.new_series:
+            study_values["num_series"] = ST.c.num_series + 1
+        if new_modalities != modalities:
+            study_values["modalities_in_study"] = new_modalities
+        if new_classes != sop_classes:
+            study_values["sop_classes_in_study"] = new_classes
+        conn.execute(update(ST).where(ST.c.id == study_fk).values(**study_values))
+        conn.execute(
+            update(SE).where(SE.c.id == series_fk).values(
+                num_instances=SE.c.num_instances + 1, size_bytes=SE.c.size_bytes + size, updated_at=now
+            )
+        )
+        conn.execute(
+            update(P).where(P.c.id == patient_fk).values(
+                num_instances=P.c.num_instances + 1, size_bytes=P.c.size_bytes + size, updated_at=now
+            )
+        )
+        conn.execute(
+            insert(CH).values(change_type="NewInstance", resource_type="Instance", public_id=instance_public,
+                              uid=sop_uid, at=now)
+        )
+        result.instance_id = instance_id
+        result.public_ids = {
+            "patient": identifiers.patient_public_id(pid),
+            "study": study_public,
+            "series": series_public,
+            "instance": instance_public,
+        }
+        return result
+
+    # -- deletes --------------------------------------------------------------------------
+
+    def delete(self, level: Level, public_id: str) -> list[str]:
+        """Delete a resource and everything below it; returns the blob keys to remove."""
+        with self.write() as conn:
+            table = {Level.PATIENT: P, Level.STUDY: ST, Level.SERIES: SE, Level.IMAGE: I}[level]
+            row = conn.execute(select(table.c.id).where(table.c.public_id == public_id)).first()
+            if row is None:
+                raise NotFound(f"no {level.value.lower()} with ID {public_id}")
+            ids = self._instance_ids_under(conn, level, row.id)
+            keys: list[str] = []
+            for iid in ids:
+                key = self._delete_instance_rows(conn, iid, record_change=True)
+                if key:
+                    keys.append(key)
+            if level is Level.PATIENT:
+                # A patient with no instances can still exist after partial deletes.
+                if conn.execute(select(P.c.id).where(P.c.id == row.id)).first():
+                    conn.execute(delete(P).where(P.c.id == row.id))
+            return keys
+
+    def delete_instance_by_id(self, instance_id: int) -> str | None:
+        with self.write() as conn:
+            return self._delete_instance_rows(conn, instance_id, record_change=True)
+
+    def _instance_ids_under(self, conn: Connection, level: Level, row_id: int) -> list[int]:
+        q = select(I.c.id)
+        if level is Level.IMAGE:
+            q = q.where(I.c.id == row_id)
+        elif level is Level.SERIES:
+            q = q.where(I.c.series_fk == row_id)
+        elif level is Level.STUDY:
+            q = q.join(SE, SE.c.id == I.c.series_fk).where(SE.c.study_fk == row_id)
+        else:
+            q = q.join(SE, SE.c.id == I.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).where(
+                ST.c.patient_fk == row_id
+            )
+        return [r.id for r in conn.execute(q)]
+
+    def _delete_instance_rows(self, conn: Connection, instance_id: int, *, record_change: bool) -> str | None:
+        row = conn.execute(
+            select(
+                I.c.id, I.c.blob_key, I.c.size_bytes, I.c.public_id, I.c.sop_instance_uid, I.c.sop_class_uid,
+                SE.c.id.label("series_id"), SE.c.public_id.label("series_public"),
+                SE.c.series_instance_uid, ST.c.id.label("study_id"), ST.c.public_id.label("study_public"),
+                ST.c.study_instance_uid, ST.c.patient_fk,
+            )
+            .join(SE, SE.c.id == I.c.series_fk)
+            .join(ST, ST.c.id == SE.c.study_fk)
+            .where(I.c.id == instance_id)
+        ).first()
+        if row is None:
+            return None
+        now = _now()
+        conn.execute(delete(I).where(I.c.id == instance_id))
+        if record_change:
+            conn.execute(insert(CH).values(change_type="DeletedInstance", resource_type="Instance",
+                                           public_id=row.public_id, uid=row.sop_instance_uid, at=now))
+        size = row.size_bytes
+        remaining_in_series = conn.execute(
+            select(func.count()).select_from(I).where(I.c.series_fk == row.series_id)
+        ).scalar_one()
+        series_gone = remaining_in_series == 0
+        if series_gone:
+            conn.execute(delete(SE).where(SE.c.id == row.series_id))
+            if record_change:
+                conn.execute(insert(CH).values(change_type="DeletedSeries", resource_type="Series",
+                                               public_id=row.series_public, uid=row.series_instance_uid, at=now))
+        else:
+            conn.execute(update(SE).where(SE.c.id == row.series_id).values(
+                num_instances=SE.c.num_instances - 1, size_bytes=SE.c.size_bytes - size, updated_at=now))
+        remaining_series = conn.execute(
+            select(SE.c.modality).where(SE.c.study_fk == row.study_id)
+        ).all()
+        study_gone = not remaining_series
+        if study_gone:
+            conn.execute(delete(ST).where(ST.c.id == row.study_id))
+            if record_change:
+                conn.execute(insert(CH).values(change_type="DeletedStudy", resource_type="Study",
+                                               public_id=row.study_public, uid=row.study_instance_uid, at=now))
+        else:
+            modalities = "\\".join(sorted({r.modality for r in remaining_series if r.modality}))
+            classes = conn.execute(
+                select(I.c.sop_class_uid).distinct().join(SE, SE.c.id == I.c.series_fk)
+                .where(SE.c.study_fk == row.study_id)
+            ).scalars().all()
+            conn.execute(update(ST).where(ST.c.id == row.study_id).values(
+                num_instances=ST.c.num_instances - 1, size_bytes=ST.c.size_bytes - size,
+                num_series=len(remaining_series), modalities_in_study=modalities,
+                sop_classes_in_study="\\".join(sorted(c for c in classes if c)), updated_at=now))
+        pat_values: dict[str, Any] = {
+            "num_instances": P.c.num_instances - 1, "size_bytes": P.c.size_bytes - size, "updated_at": now,
+        }
+        if series_gone:
+            pat_values["num_series"] = P.c.num_series - 1
+        if study_gone:
+            pat_values["num_studies"] = P.c.num_studies - 1
+        conn.execute(update(P).where(P.c.id == row.patient_fk).values(**pat_values))
+        if study_gone:
+            left = conn.execute(select(P.c.num_studies, P.c.public_id, P.c.patient_id)
+                                .where(P.c.id == row.patient_fk)).first()
+            if left is not None and left.num_studies <= 0:
+                conn.execute(delete(P).where(P.c.id == row.patient_fk))
+                if record_change:
+                    conn.execute(insert(CH).values(change_type="DeletedPatient", resource_type="Patient",
+                                                   public_id=left.public_id, uid=left.patient_id, at=now))
+        return row.blob_key
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def _locate(self, conn: Connection, where: Any) -> StoredLocation | None:
+        row = conn.execute(
+            select(
+                I.c.id, I.c.public_id, I.c.sop_instance_uid, I.c.sop_class_uid, I.c.transfer_syntax_uid,
+                I.c.blob_key, I.c.size_bytes, I.c.dataset_offset,
+            ).where(where)
+        ).first()
+        if row is None:
+            return None
+        return StoredLocation(**row._asdict())
+
+    def locate(self, *, study_uid: str | None = None, series_uid: str | None = None,
+               sop_uid: str | None = None, instance_ids: list[int] | None = None) -> list[StoredLocation]:
+        """Stored instances under a study, series or instance (ordered by series, instance number)."""
+        q = (
+            select(
+                I.c.id, I.c.public_id, I.c.sop_instance_uid, I.c.sop_class_uid, I.c.transfer_syntax_uid,
+                I.c.blob_key, I.c.size_bytes, I.c.dataset_offset,
+                ST.c.study_instance_uid, SE.c.series_instance_uid,
+            )
+            .join(SE, SE.c.id == I.c.series_fk)
+            .join(ST, ST.c.id == SE.c.study_fk)
+        )
+        if study_uid:
+            q = q.where(ST.c.study_instance_uid == study_uid)
+        if series_uid:
+            q = q.where(SE.c.series_instance_uid == series_uid)
+        if sop_uid:
+            q = q.where(I.c.sop_instance_uid == sop_uid)
+        if instance_ids is not None:
+            q = q.where(I.c.id.in_(instance_ids))
+        q = q.order_by(SE.c.series_number, SE.c.id, I.c.instance_number, I.c.id)
+        with self.read() as conn:
+            return [StoredLocation(**r._asdict()) for r in conn.execute(q)]
+
+    def all_blob_keys(self) -> dict[str, int]:
+        with self.read() as conn:
+            return {r.blob_key: r.id for r in conn.execute(select(I.c.blob_key, I.c.id))}
+
+    def last_change_seq(self) -> int:
+        with self.read() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(CH.c.seq), 0))).scalar_one())
+
+    def changes(self, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        with self.read() as conn:
+            rows = conn.execute(select(CH).where(CH.c.seq > since).order_by(CH.c.seq).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def statistics(self) -> dict[str, int]:
+        with self.read() as conn:
+            counts = {}
+            for name, table in (("patients", P), ("studies", ST), ("series", SE), ("instances", I)):
+                counts[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            counts["size_bytes"] = int(conn.execute(select(func.coalesce(func.sum(I.c.size_bytes), 0))).scalar_one())
+            return counts
+
+
+class IntegrityErrorLike(ValueError):
+    """Stored data contradicts an incoming instance (e.g. a series moving between studies)."""

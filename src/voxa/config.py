@@ -1,0 +1,149 @@
+"""Voxa's one settings object.
+
+Values come, highest priority first, from: explicit keyword arguments (the CLI's
+options), ``VOXA_*`` environment variables, a TOML file (``--config voxa.toml`` or
+``VOXA_CONFIG``), then the defaults below.  The object is created once at the edge
+(the CLI or a test) and passed down; nothing reads it from a global.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class DuplicatePolicy(StrEnum):
+    """What to do with a SOP Instance UID that is already stored."""
+
+    KEEP_FIRST = "keep-first"  # keep the stored copy, answer with a warning status (default)
+    OVERWRITE = "overwrite"  # replace the stored copy with the new one
+    REJECT = "reject"  # refuse the new one with a failure status
+
+
+class PeerSettings(BaseModel):
+    """A remote DICOM application entity that Voxa knows."""
+
+    name: str = Field(description="Short identifier used in the CLI and REST (e.g. 'ct1', 'orthanc').")
+    aet: str
+    host: str
+    port: int
+    allow_store: bool = Field(True, description="The peer may send (C-STORE) to Voxa.")
+    allow_find: bool = Field(True, description="The peer may query Voxa (C-FIND, worklist).")
+    allow_move: bool = Field(True, description="The peer may retrieve from Voxa (C-MOVE, C-GET).")
+
+    @field_validator("aet")
+    @classmethod
+    def _aet_valid(cls, v: str) -> str:
+        from voxa.dicom.uids import validate_ae_title
+
+        return validate_ae_title(v)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None):
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+            # Accept both a flat file and one with a [voxa] table.
+            self._data = raw.get("voxa", raw)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXA_", extra="ignore")
+
+    data_dir: Path = Field(Path("./voxa-data"), description="Folder for the SQLite index, stored files and caches.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the index; default SQLite in data_dir (postgresql+psycopg://... to scale)."
+    )
+    aet: str = Field("VOXA", description="Voxa's own DICOM AE title.")
+    dicom_host: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")
+    dicom_port: int = Field(4242, description="DICOM (DIMSE) port.")
+    http_host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    http_port: int = Field(8042, description="HTTP port (DICOMweb, REST, web app).")
+    accept_unknown_peers: bool = Field(
+        False, description="Accept associations from AE titles that are not configured peers (demo profile only)."
+    )
+    peers: list[PeerSettings] = Field(default_factory=list, description="Configured DICOM peers.")
+    duplicate_policy: DuplicatePolicy = Field(
+        DuplicatePolicy.KEEP_FIRST, description="Behaviour when a stored SOP Instance UID is received again."
+    )
+    max_pdu_size: int = Field(
+        1_048_576, description="Largest P-DATA PDU Voxa will receive (bytes); bigger PDUs mean fewer round trips."
+    )
+    dimse_timeout_s: float = Field(60.0, description="Seconds to wait for a DIMSE message before aborting.")
+    network_timeout_s: float = Field(60.0, description="Seconds an idle association is kept open.")
+    max_associations: int = Field(32, description="Concurrent DICOM associations accepted.")
+    min_free_disk_mb: int = Field(
+        500, description="Refuse new instances (storage full status) when less than this is free on the data disk."
+    )
+    fsync: bool = Field(True, description="fsync each file and its folder before acknowledging (durable store).")
+    profile: str = Field("production", description="'production' or 'demo' (demo studies, unknown peers accepted).")
+    log_level: str = Field("INFO")
+    config_file: Path | None = Field(None, description="TOML file the settings were read from.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get("VOXA_CONFIG")
+        return (init_settings, env_settings, _TomlSource(settings_cls, Path(path) if path else None))
+
+    @classmethod
+    def load(cls, config_file: Path | str | None = None, **overrides: Any) -> Settings:
+        """Settings from a TOML file (optional) with explicit overrides on top."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if config_file is None:
+            env_path = os.environ.get("VOXA_CONFIG")
+            config_file = Path(env_path) if env_path else None
+        if config_file is not None:
+            config_file = Path(config_file)
+            if not config_file.is_file():
+                raise FileNotFoundError(f"configuration file not found: {config_file}")
+            toml = _TomlSource(cls, config_file)()
+            env = cls.model_validate({})  # env + defaults, to know which fields the environment set
+            env_set = {k for k in cls.model_fields if os.environ.get(f"VOXA_{k.upper()}") is not None}
+            merged = {**toml, **{k: getattr(env, k) for k in env_set}, **overrides, "config_file": config_file}
+            return cls.model_validate(merged)
+        return cls(**overrides)
+
+    @field_validator("aet")
+    @classmethod
+    def _own_aet_valid(cls, v: str) -> str:
+        from voxa.dicom.uids import validate_ae_title
+
+        return validate_ae_title(v)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite').resolve()}"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.data_dir / "storage"
+
+    def peer_by_aet(self, aet: str) -> PeerSettings | None:
+        for p in self.peers:
+            if p.aet == aet:
+                return p
+        return None
