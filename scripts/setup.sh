@@ -157,7 +157,9 @@ install_system_packages() {
         local -a newly_installed_services=()
         local svc
         for svc in "${SERVICE_PACKAGES[@]}"; do
-            [[ " ${missing[*]} " == *" $svc "* ]] && newly_installed_services+=("$svc")
+            if [[ " ${missing[*]} " == *" $svc "* ]]; then
+                newly_installed_services+=("$svc")
+            fi
         done
         if [[ ! -e $POLICY_RC ]]; then
             log "creating temporary $POLICY_RC so that apt starts no services"

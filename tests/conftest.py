@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -69,10 +70,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A private PostgreSQL cluster for the whole session (stopped and deleted at the end)."""
+    unavailable = ""
     try:
         server = start_postgres()
     except PostgresUnavailable as exc:
-        skip_or_fail(str(exc), require_env="VOXA_REQUIRE_POSTGRES")
+        unavailable = str(exc)
+    if unavailable:  # skipped/failed outside the except block: no chained traceback
+        skip_or_fail(unavailable, require_env="VOXA_REQUIRE_POSTGRES")
     try:
         yield server
     finally:
@@ -99,7 +103,8 @@ def orthanc_bind_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         return build_bind_shim(tmp_path_factory.mktemp("bind-shim"))
     except OrthancUnavailable as exc:
-        skip_or_fail(str(exc))
+        unavailable = str(exc)
+    skip_or_fail(unavailable)
 
 
 @pytest.fixture
@@ -118,11 +123,34 @@ def orthanc_peer(tmp_path: Path, orthanc_bind_shim: Path) -> Iterator[OrthancPee
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A private redis-server for the whole session (no persistence), stopped by PID at the end."""
+    unavailable = ""
     try:
         server = start_redis(tmp_path_factory.mktemp("redis"))
     except RedisUnavailable as exc:
-        skip_or_fail(str(exc))
+        unavailable = str(exc)
+    if unavailable:
+        skip_or_fail(unavailable)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def voxa_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start in-process Voxa servers: ``voxa_factory(database_url=None, aet="VOXA", peers=[...],
+    accept_unknown_peers=False, http=False, **settings) -> VoxaInstance``; stopped at test end."""
+    from support.voxa import start_voxa
+
+    started: list[Any] = []
+    counter = itertools.count()
+
+    def factory(**kwargs: Any) -> Any:
+        data_dir = kwargs.pop("data_dir", None) or tmp_path / f"voxa{next(counter)}"
+        inst = start_voxa(data_dir, **kwargs)
+        started.append(inst)
+        return inst
+
+    yield factory
+    for inst in reversed(started):
+        inst.stop()

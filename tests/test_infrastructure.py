@@ -160,12 +160,16 @@ def test_orthanc_peer_answers_echo_http_and_stores(orthanc_peer, tmp_path: Path)
     assert "voxa" in httpx.get(f"{peer.url}/modalities", timeout=10).json()
 
     study_uid, sop_uid = _write_secondary_capture(tmp_path / "sc.dcm")
-    store = run_dcmtk("storescu", "-aet", "VOXATEST", "-aec", peer.aet, "127.0.0.1", peer.dicom_port, tmp_path / "sc.dcm")
+    store = run_dcmtk(
+        "storescu", "-aet", "VOXATEST", "-aec", peer.aet, "127.0.0.1", peer.dicom_port, tmp_path / "sc.dcm"
+    )
     assert store.returncode == 0, store.stderr
     assert len(httpx.get(f"{peer.url}/instances", timeout=10).json()) == 1
 
     if peer.dicomweb_url:
-        response = httpx.get(f"{peer.dicomweb_url}/studies", headers={"Accept": "application/dicom+json"}, timeout=10)
+        response = httpx.get(
+            f"{peer.dicomweb_url}/studies", headers={"Accept": "application/dicom+json"}, timeout=10
+        )
         assert response.status_code == 200
         assert [s["0020000D"]["Value"][0] for s in response.json()] == [study_uid]
 

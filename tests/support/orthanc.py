@@ -65,7 +65,9 @@ def build_bind_shim(out_dir: Path) -> Path:
     """Compile ``bind_localhost.c`` into ``out_dir/bind_localhost.so`` (gcc) and return its path."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        raise OrthancUnavailable("no C compiler (gcc) to build the bind_localhost.so shim (apt-get install gcc)")
+        raise OrthancUnavailable(
+            "no C compiler (gcc) to build the bind_localhost.so shim (apt-get install gcc)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "bind_localhost.so"
     proc = subprocess.run(

@@ -42,7 +42,9 @@ def find_pg_bin() -> Path | None:
     env_dir = os.environ.get("VOXA_PG_BIN")
     candidates = (env_dir,) if env_dir else PG_BIN_CANDIDATES
     for folder in candidates:
-        if folder and all(os.access(Path(folder, tool), os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        if folder and all(
+            os.access(Path(folder, tool), os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")
+        ):
             return Path(folder)
     return None
 
@@ -117,7 +119,9 @@ class PostgresServer:
         if not self.data_dir.exists():
             return
         if self.is_running():
-            self._pg_tool("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop", check=False)
+            self._pg_tool(
+                "pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "stop", check=False
+            )
 
     def _pg_tool(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return _run_pg(self._prefix, self.bin_dir / tool, *args, cwd=self.base_dir, check=check)
@@ -171,8 +175,10 @@ def start_postgres(*, host: str = "127.0.0.1", attempts: int = 3) -> PostgresSer
         _run_pg(
             prefix,
             bin_dir / "initdb",
-            "-D", str(server.data_dir),
-            "-U", PG_SUPERUSER,
+            "-D",
+            str(server.data_dir),
+            "-U",
+            PG_SUPERUSER,
             "--auth=trust",
             "--encoding=UTF8",
             "--locale=C",
@@ -196,10 +202,15 @@ def start_postgres(*, host: str = "127.0.0.1", attempts: int = 3) -> PostgresSer
             proc = _run_pg(
                 prefix,
                 bin_dir / "pg_ctl",
-                "-D", str(server.data_dir),
-                "-l", str(server.log_path),
-                "-o", options,
-                "-w", "-t", "60",
+                "-D",
+                str(server.data_dir),
+                "-l",
+                str(server.log_path),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
                 "start",
                 cwd=base_dir,
                 check=False,

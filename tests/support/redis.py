@@ -73,13 +73,20 @@ def start_redis(work_dir: Path, *, host: str = "127.0.0.1", attempts: int = 3) -
         port = free_port(host)
         argv = [
             binary,
-            "--port", str(port),
-            "--bind", host,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(work_dir),
-            "--daemonize", "no",
-            "--protected-mode", "yes",
+            "--port",
+            str(port),
+            "--bind",
+            host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work_dir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
         ]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=work_dir)

@@ -55,3 +55,10 @@ def name_of(ts: str) -> str:
         return uid.UID(ts).name
     except Exception:  # noqa: BLE001
         return ts
+
+# As the acceptor, pynetdicom picks the first of *our* syntaxes that the requestor
+# proposed.  A requestor that proposes a compressed syntax holds (or can produce) data in
+# it; choosing it keeps the bytes as the sender has them and spares a sender that cannot
+# decompress (DCMTK's storescu with JPEG files) a failed conversion.  Uncompressed comes last,
+# explicit before implicit so that VRs are preserved.
+SCP_PREFERENCE: tuple[str, ...] = tuple(str(u) for u in COMPRESSED) + tuple(str(u) for u in UNCOMPRESSED)

@@ -1,0 +1,26 @@
+"""The ``voxa`` command."""
+
+from __future__ import annotations
+
+import click
+
+from voxa import __version__
+from voxa.cli import archive as _archive
+from voxa.cli import serve as _serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="voxa")
+def main() -> None:
+    """Voxa: PACS archive, DICOMweb server and imaging workstation."""
+
+
+_serve.register(main)
+_archive.register(main)
+
+try:  # DIMSE client commands (echo, store, find, move, worklist) live in their own module.
+    from voxa.cli import dicom as _dicom
+
+    _dicom.register(main)
+except ImportError:  # pragma: no cover - only while that module is being written
+    pass

@@ -1,0 +1,96 @@
+"""``voxa serve``: DICOM and HTTP in one process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from voxa.cli.options import load_settings, settings_options, setup_logging
+
+log = logging.getLogger("voxa.serve")
+
+
+def load_demo_studies(runtime: Any, seed: int = 0) -> int:
+    """Ingest the synthetic demo studies (once: skipped when any study is stored)."""
+    from voxa.testing.synthetic import dataset_to_bytes, demo_studies
+
+    if runtime.archive.index.statistics()["studies"]:
+        return 0
+    stored = 0
+    for study in demo_studies(seed):
+        for ds in study.datasets():
+            result = runtime.archive.ingest(dataset_to_bytes(ds), source="demo")
+            stored += result.ok
+        log.info("demo study loaded: %s (%d instances)", study.description, study.instance_count)
+    return stored
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @settings_options
+    @click.option("--aet", default=None, help="DICOM AE title (VOXA_AET; default VOXA).")
+    @click.option("--dicom-port", type=int, default=None, help="DICOM port (VOXA_DICOM_PORT; default 4242).")
+    @click.option("--http-port", type=int, default=None, help="HTTP port (VOXA_HTTP_PORT; default 8042).")
+    @click.option("--host", default=None, help="Address both listeners bind to (default 0.0.0.0).")
+    @click.option("--profile", type=click.Choice(["production", "demo"]), default=None,
+                  help="demo: load the demo studies into an empty archive and accept unknown DICOM peers.")
+    @click.option("--log-level", default=None)
+    def serve(settings_overrides: dict[str, Any], aet: str | None, dicom_port: int | None,
+              http_port: int | None, host: str | None, profile: str | None, log_level: str | None) -> None:
+        """Run the archive: DICOM listener and HTTP server (DICOMweb, REST, web app)."""
+        overrides: dict[str, Any] = dict(aet=aet, dicom_port=dicom_port, http_port=http_port, profile=profile,
+                                         log_level=log_level)
+        if host:
+            overrides.update(dicom_host=host, http_host=host)
+        if profile == "demo":
+            overrides["accept_unknown_peers"] = True
+        settings = load_settings(settings_overrides, **overrides)
+        setup_logging(settings.log_level)
+        run_server(settings)
+
+
+def run_server(settings: Any) -> None:
+    import uvicorn
+
+    from voxa.runtime import Runtime
+    from voxa.web.app import create_app
+
+    runtime = Runtime.open(settings)
+    try:
+        runtime.start_dicom()
+    except OSError as e:
+        runtime.close()
+        raise click.ClickException(f"cannot listen for DICOM on port {settings.dicom_port}: {e.strerror}") from None
+    if settings.profile == "demo":
+        threading.Thread(target=_load_demo_logged, args=(runtime,), name="demo-loader", daemon=True).start()
+    app = create_app(runtime)
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                            access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    log.info("Voxa serving DICOM %s on port %s and HTTP on http://%s:%s (data in %s)", settings.aet,
+             settings.dicom_port, settings.http_host, settings.http_port, Path(settings.data_dir).resolve())
+    try:
+        # uvicorn handles SIGINT/SIGTERM by finishing requests in flight and returning.
+        server.run()
+    finally:
+        # Ignore a second signal while associations in flight finish.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log.info("stopping: finishing DICOM associations in flight")
+        runtime.close(grace_s=30)
+        log.info("stopped")
+    if not server.started:
+        raise click.ClickException(f"cannot listen for HTTP on port {settings.http_port}")
+
+
+def _load_demo_logged(runtime: Any) -> None:
+    try:
+        n = load_demo_studies(runtime)
+        if n:
+            log.info("demo data: %d instances stored", n)
+    except Exception:  # noqa: BLE001
+        log.exception("loading the demo studies failed")

@@ -1,0 +1,413 @@
+"""Voxa's DICOM application entity: a set of pynetdicom event handlers over the archive.
+
+Services: Verification, Storage (every storage SOP class, every accepted transfer
+syntax, stored as received), Query/Retrieve FIND/MOVE/GET (Patient and Study Root),
+Modality Worklist FIND and Modality Performed Procedure Step (N-CREATE/N-SET).
+A handler never lets an exception end the association: failures become a status with
+an Error Comment the peer can read.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pydicom
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.presentation import AllStoragePresentationContexts, build_context
+from pynetdicom.sop_class import (
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from voxa.archive.attributes import Level
+from voxa.archive.index import StoredLocation
+from voxa.archive.ingest import Archive
+from voxa.archive.query import Query, QueryError, matching_instance_ids, run_query
+from voxa.config import Settings
+from voxa.dicom import transfer_syntaxes
+from voxa.dimse import status as st
+from voxa.dimse.peers import PeerInfo, PeerRegistry
+
+log = logging.getLogger(__name__)
+
+_PATIENT_ROOT = {
+    str(PatientRootQueryRetrieveInformationModelFind),
+    str(PatientRootQueryRetrieveInformationModelMove),
+    str(PatientRootQueryRetrieveInformationModelGet),
+}
+_QR_FIND = (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind)
+_QR_RETRIEVE = (
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+_LEVELS = {"PATIENT": Level.PATIENT, "STUDY": Level.STUDY, "SERIES": Level.SERIES, "IMAGE": Level.IMAGE}
+_UNCOMPRESSED = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+_MAX_CONTEXTS = 128
+
+
+def set_nodelay(sock: socket.socket | None) -> None:
+    """Small DIMSE messages must not wait for a delayed ACK (about 40 ms per response)."""
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def _assoc_socket(assoc: Any) -> socket.socket | None:
+    dul_sock = getattr(getattr(assoc, "dul", None), "socket", None)
+    return getattr(dul_sock, "socket", None)
+
+
+def _on_conn_open(event: evt.Event) -> None:
+    set_nodelay(_assoc_socket(event.assoc))
+
+
+class _PeerAE(AE):
+    """An AE whose accepted calling AE titles follow the peer registry as it changes."""
+
+    def __init__(self, ae_title: str, registry: PeerRegistry, accept_unknown: bool):
+        super().__init__(ae_title=ae_title)
+        self._registry = registry
+        self._accept_unknown = accept_unknown
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        if self._accept_unknown:
+            return []
+        # An empty list would mean "accept everyone"; [""] matches no real AE title.
+        return self._registry.aet_titles() or [""]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: list[str]) -> None:  # pragma: no cover - set by AE.__init__ only
+        pass
+
+
+def _text_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple | pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
+def identifier_query(identifier: Dataset, model_uid: str) -> Query:
+    """A :class:`Query` from a C-FIND/C-MOVE/C-GET identifier."""
+    raw_level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
+    if raw_level not in _LEVELS:
+        raise QueryError(f"Query/Retrieve Level {raw_level!r} is not PATIENT, STUDY, SERIES or IMAGE")
+    level = _LEVELS[raw_level]
+    patient_root = model_uid in _PATIENT_ROOT
+    if level is Level.PATIENT and not patient_root:
+        raise QueryError("PATIENT level is only defined for the Patient Root model")
+    filters: dict[str, str] = {}
+    keys: list[str] = []
+    for elem in identifier:
+        kw = elem.keyword
+        if not kw or kw in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        keys.append(kw)
+        if elem.VR == "SQ":
+            continue
+        text = _text_value(elem.value)
+        if text:
+            filters[kw] = text
+    return Query(level=level, filters=filters, return_keys=keys, patient_root=patient_root)
+
+
+def _response_identifier(identifier: Dataset, level_text: str, values: dict[str, Any], aet: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = level_text
+    non_ascii = False
+    for elem in identifier:
+        kw = elem.keyword
+        if not kw or kw in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+            continue
+        if elem.VR == "SQ":
+            setattr(ds, kw, [])
+            continue
+        value = values.get(kw)
+        if value is None or value == "":
+            ds.add_new(elem.tag, elem.VR, None)
+            continue
+        text = str(value)
+        if not text.isascii():
+            non_ascii = True
+        if elem.VR in ("IS", "US", "UL", "SS", "SL") and isinstance(value, int):
+            ds.add_new(elem.tag, elem.VR, value)
+        elif "\\" in text and elem.VR in ("CS", "UI", "LO", "SH", "AE"):
+            ds.add_new(elem.tag, elem.VR, text.split("\\"))
+        else:
+            ds.add_new(elem.tag, elem.VR, text)
+    if "RetrieveAETitle" in identifier or True:
+        ds.RetrieveAETitle = aet
+    if non_ascii:
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
+
+
+class DicomServer:
+    """The DIMSE side of ``voxa serve``."""
+
+    def __init__(self, settings: Settings, archive: Archive, peers: PeerRegistry):
+        self.settings = settings
+        self.archive = archive
+        self.peers = peers
+        self.ae = self._build_ae()
+        self._server: Any = None
+        self.port: int | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _build_ae(self) -> AE:
+        s = self.settings
+        ae = _PeerAE(s.aet, self.peers, s.accept_unknown_peers)
+        ae.maximum_pdu_size = s.max_pdu_size
+        ae.maximum_associations = s.max_associations
+        ae.dimse_timeout = s.dimse_timeout_s
+        ae.network_timeout = s.network_timeout_s
+        ae.acse_timeout = 30
+        ae.require_called_aet = True
+        ts = list(transfer_syntaxes.SCP_PREFERENCE)
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES[:])
+        for cx in AllStoragePresentationContexts:
+            # SCU role too: C-GET sends the matches back over the requestor's association.
+            ae.add_supported_context(cx.abstract_syntax, ts, scu_role=True, scp_role=True)
+        for sop in (*_QR_FIND, *_QR_RETRIEVE, ModalityWorklistInformationFind, ModalityPerformedProcedureStep):
+            ae.add_supported_context(sop, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        return ae
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        return [
+            (evt.EVT_CONN_OPEN, _on_conn_open),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_FIND, self.on_find),
+            (evt.EVT_C_MOVE, self.on_move),
+            (evt.EVT_C_GET, self.on_get),
+            (evt.EVT_N_CREATE, self.on_n_create),
+            (evt.EVT_N_SET, self.on_n_set),
+        ]
+
+    def start(self, host: str | None = None, port: int | None = None) -> None:
+        host = host if host is not None else self.settings.dicom_host
+        port = port if port is not None else self.settings.dicom_port
+        self._server = self.ae.start_server((host, port), block=False, evt_handlers=self.handlers())
+        self.port = self._server.server_address[1]
+        log.info("DICOM listening on %s:%s as %s", host, self.port, self.settings.aet)
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Stop accepting, let associations in flight finish (up to ``grace_s``), then close."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        # socketserver.shutdown stops the accept loop; open associations keep running.
+        server.shutdown()
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            active = [a for a in server.active_associations if a.is_alive()]
+            if not active:
+                break
+            time.sleep(0.05)
+        for assoc in server.active_associations:
+            if assoc.is_alive():
+                log.warning("aborting association with %s after %.0f s shutdown grace", assoc.requestor.ae_title,
+                            grace_s)
+                assoc.abort()
+
+    # -- permission -----------------------------------------------------------------------
+
+    def _peer_of(self, event: evt.Event) -> PeerInfo | None:
+        return self.peers.by_aet(event.assoc.requestor.ae_title)
+
+    def _allowed(self, event: evt.Event, what: str) -> bool:
+        peer = self._peer_of(event)
+        if peer is None:
+            return self.settings.accept_unknown_peers
+        return bool(getattr(peer, f"allow_{what}"))
+
+    # -- services -------------------------------------------------------------------------
+
+    def on_echo(self, event: evt.Event) -> int:
+        return st.SUCCESS
+
+    def on_store(self, event: evt.Event) -> Dataset:
+        calling = event.assoc.requestor.ae_title
+        if not self._allowed(event, "store"):
+            return st.status_dataset(st.REFUSED_NOT_AUTHORIZED, f"AE {calling} may not store to this archive")
+        req = event.request
+        try:
+            data = req.DataSet.getvalue()
+            result = self.archive.ingest_dataset_bytes(
+                data,
+                sop_class_uid=str(req.AffectedSOPClassUID),
+                sop_instance_uid=str(req.AffectedSOPInstanceUID),
+                transfer_syntax=str(event.context.transfer_syntax),
+                calling_aet=calling,
+                source="dimse",
+            )
+        except Exception as e:  # noqa: BLE001 - the association must survive
+            log.exception("C-STORE from %s failed", calling)
+            return st.status_dataset(st.OUT_OF_RESOURCES, f"internal error: {type(e).__name__}")
+        return st.store_status(result)
+
+    def on_find(self, event: evt.Event) -> Iterator[tuple[Any, Dataset | None]]:
+        calling = event.assoc.requestor.ae_title
+        if not self._allowed(event, "find"):
+            yield st.status_dataset(st.REFUSED_NOT_AUTHORIZED, f"AE {calling} may not query this archive"), None
+            return
+        model = str(event.request.AffectedSOPClassUID)
+        try:
+            identifier = event.identifier
+        except Exception as e:  # noqa: BLE001
+            yield st.status_dataset(st.QR_IDENTIFIER_DOES_NOT_MATCH, f"identifier cannot be decoded: {e}"), None
+            return
+        if model == str(ModalityWorklistInformationFind):
+            from voxa.dimse import worklist
+
+            yield from worklist.handle_find(self.archive.index, identifier, event)
+            return
+        try:
+            q = identifier_query(identifier, model)
+            matches = run_query(self.archive.index, q)
+        except QueryError as e:
+            yield st.status_dataset(st.QR_IDENTIFIER_DOES_NOT_MATCH, str(e)), None
+            return
+        except Exception as e:  # noqa: BLE001
+            log.exception("C-FIND failed")
+            yield st.status_dataset(st.QR_UNABLE_TO_PROCESS, f"query failed: {type(e).__name__}"), None
+            return
+        level_text = str(identifier.QueryRetrieveLevel).strip().upper()
+        for m in matches:
+            if event.is_cancelled:
+                yield st.CANCEL, None
+                return
+            yield st.PENDING, _response_identifier(identifier, level_text, m.values, self.settings.aet)
+
+    # -- retrieve -------------------------------------------------------------------------
+
+    def _retrieve_locations(self, event: evt.Event) -> list[StoredLocation]:
+        q = identifier_query(event.identifier, str(event.request.AffectedSOPClassUID))
+        ids = matching_instance_ids(self.archive.index, q.level, q.filters)
+        return self.archive.index.locate(instance_ids=ids) if ids else []
+
+    def _load_for_context(self, loc: StoredLocation, accepted: list[tuple[str, str]]) -> Dataset:
+        """The stored dataset, decompressed when the peer accepted no context for its syntax."""
+        data = self.archive.blobs.read(loc.blob_key)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        ts = loc.transfer_syntax_uid
+        if (loc.sop_class_uid, ts) in accepted or ts in _UNCOMPRESSED:
+            return ds
+        if any(sop == loc.sop_class_uid and t in _UNCOMPRESSED for sop, t in accepted):
+            ds.decompress()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        return ds
+
+    @staticmethod
+    def _sub_contexts(locs: list[StoredLocation]) -> list[Any]:
+        """Contexts proposed to a move destination: each stored syntax, then uncompressed."""
+        contexts: list[Any] = []
+        seen: set[tuple[str, str]] = set()
+        for loc in locs:
+            key = (loc.sop_class_uid, loc.transfer_syntax_uid)
+            if key not in seen and loc.transfer_syntax_uid not in _UNCOMPRESSED:
+                seen.add(key)
+                contexts.append(build_context(loc.sop_class_uid, [loc.transfer_syntax_uid]))
+            plain = (loc.sop_class_uid, "uncompressed")
+            if plain not in seen:
+                seen.add(plain)
+                contexts.append(build_context(loc.sop_class_uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+        if len(contexts) > _MAX_CONTEXTS:
+            log.warning("move needs %d presentation contexts; proposing the first %d", len(contexts), _MAX_CONTEXTS)
+        return contexts[:_MAX_CONTEXTS]
+
+    def on_move(self, event: evt.Event) -> Iterator[Any]:
+        calling = event.assoc.requestor.ae_title
+        dest_aet = str(event.move_destination).strip()
+        dest = self.peers.by_aet(dest_aet)
+        if not self._allowed(event, "move"):
+            log.warning("C-MOVE refused: %s may not retrieve", calling)
+            raise PermissionError(f"AE {calling} may not retrieve from this archive")
+        if dest is None:
+            log.warning("C-MOVE from %s to unknown destination %r", calling, dest_aet)
+            yield None, None
+            return
+        locs = self._retrieve_locations(event)
+        sub_assoc: dict[str, Any] = {}
+
+        def _established(e: evt.Event) -> None:
+            sub_assoc["assoc"] = e.assoc
+            set_nodelay(_assoc_socket(e.assoc))
+
+        yield dest.host, dest.port, {
+            "contexts": self._sub_contexts(locs) or [build_context(Verification)],
+            "evt_handlers": [(evt.EVT_ESTABLISHED, _established)],
+            "ae_title": dest.aet,
+        }
+        yield len(locs)
+        yield from self._sub_operations(event, locs, lambda: sub_assoc.get("assoc"))
+
+    def on_get(self, event: evt.Event) -> Iterator[Any]:
+        calling = event.assoc.requestor.ae_title
+        if not self._allowed(event, "move"):
+            raise PermissionError(f"AE {calling} may not retrieve from this archive")
+        locs = self._retrieve_locations(event)
+        yield len(locs)
+        yield from self._sub_operations(event, locs, lambda: event.assoc)
+
+    def _sub_operations(self, event: evt.Event, locs: list[StoredLocation], assoc_of: Any) -> Iterator[Any]:
+        for loc in locs:
+            if event.is_cancelled:
+                yield st.CANCEL, None
+                return
+            assoc = assoc_of()
+            accepted = []
+            if assoc is not None:
+                for cx in assoc.accepted_contexts:
+                    accepted.append((str(cx.abstract_syntax), str(cx.transfer_syntax[0])))
+            try:
+                ds = self._load_for_context(loc, accepted)
+            except Exception as e:  # noqa: BLE001 - one unreadable file must not end the retrieve
+                log.error("cannot read stored instance %s for retrieve: %s", loc.sop_instance_uid, e)
+                failed = Dataset()
+                failed.SOPInstanceUID = loc.sop_instance_uid
+                ds = failed
+            yield st.PENDING, ds
+
+    # -- MPPS -----------------------------------------------------------------------------
+
+    def on_n_create(self, event: evt.Event) -> tuple[Any, Dataset | None]:
+        from voxa.dimse import worklist
+
+        return worklist.handle_mpps_create(self.archive.index, event)
+
+    def on_n_set(self, event: evt.Event) -> tuple[Any, Dataset | None]:
+        from voxa.dimse import worklist
+
+        return worklist.handle_mpps_set(self.archive.index, event)
+
+
+def quiet_pynetdicom() -> None:
+    """pynetdicom logs identifiers (patient names, IDs) at INFO; keep them out of our logs."""
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+_ = threading  # threads are pynetdicom's; imported for type clarity in subclasses
+_ = UID

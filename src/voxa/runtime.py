@@ -1,0 +1,56 @@
+"""Everything a running Voxa holds, opened once from the settings and passed down.
+
+``voxa serve``, the other CLI commands and the tests all build one :class:`Runtime`;
+nothing is kept in module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from voxa.archive import open_archive
+from voxa.archive.ingest import Archive
+from voxa.config import Settings
+from voxa.dimse.peers import PeerRegistry
+
+if TYPE_CHECKING:
+    from voxa.dimse.server import DicomServer
+    from voxa.jobs.executor import JobManager
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    archive: Archive
+    peers: PeerRegistry
+    jobs: JobManager
+    dicom: DicomServer | None = field(default=None)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        from voxa.jobs.executor import JobManager
+
+        archive = open_archive(settings)
+        peers = PeerRegistry(archive.index)
+        peers.sync_from_settings(settings.peers)
+        jobs = JobManager(archive.index, workers=2)
+        return cls(settings=settings, archive=archive, peers=peers, jobs=jobs)
+
+    def start_dicom(self, host: str | None = None, port: int | None = None) -> DicomServer:
+        from voxa.dimse.server import DicomServer, quiet_pynetdicom
+
+        quiet_pynetdicom()
+        self.dicom = DicomServer(self.settings, self.archive, self.peers)
+        self.dicom.start(host, port)
+        return self.dicom
+
+    def close(self, grace_s: float = 30.0) -> None:
+        if self.dicom is not None:
+            self.dicom.stop(grace_s)
+            self.dicom = None
+        self.jobs.shutdown()
+        self.archive.index.engine.dispose()
