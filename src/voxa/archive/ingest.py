@@ -203,6 +203,8 @@ def parse_part10(data: bytes) -> ParsedInstance:
         raise Refused(RefusalCode.UNSUPPORTED_TRANSFER_SYNTAX,
                       f"transfer syntax {ts} ({transfer_syntaxes.name_of(ts)}) is not supported")
     offset = _dataset_offset(data)
+    if offset > len(data):
+        raise Refused(RefusalCode.CORRUPT, "file is truncated inside its file meta information")
     _check_complete(ds, data, offset, ts)
     uids = {}
     for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
