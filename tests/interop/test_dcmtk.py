@@ -11,17 +11,11 @@ import pytest
 
 from support import free_port
 from support.dcmtk import require_dcmtk, run_dcmtk
+from support.dicomfiles import dataset_bytes
 from voxa.config import PeerSettings
 from voxa.testing.synthetic import small_ct, tiny_study, write_study
 
 SCU = "STORESCU"
-
-
-def _dataset_bytes(data: bytes) -> bytes:
-    """The dataset after the Part-10 header: what crosses the network, byte for byte."""
-    assert data[128:132] == b"DICM"
-    group_len = int.from_bytes(data[140:144], "little")
-    return data[144 + group_len :]
 
 
 @pytest.fixture
@@ -71,7 +65,7 @@ def test_storescu_folder_one_association_stores_bytes_as_sent(voxa, ct_dir: Path
         uid = pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
         [loc] = voxa.archive.index.locate(sop_uid=uid)
         stored = voxa.archive.blobs.read(loc.blob_key)
-        assert _dataset_bytes(stored) == _dataset_bytes(sent)
+        assert dataset_bytes(stored) == dataset_bytes(sent)
         meta = pydicom.dcmread(voxa.archive.blobs.path(loc.blob_key), stop_before_pixels=True).file_meta
         assert meta.SourceApplicationEntityTitle == SCU
 
@@ -146,7 +140,7 @@ def test_movescu_to_storescp_delivers_identical_datasets(voxa, ct_dir: Path, tmp
     for f in got:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         [loc] = voxa.archive.index.locate(sop_uid=str(ds.SOPInstanceUID))
-        assert _dataset_bytes(f.read_bytes()) == _dataset_bytes(voxa.archive.blobs.read(loc.blob_key))
+        assert dataset_bytes(f.read_bytes()) == dataset_bytes(voxa.archive.blobs.read(loc.blob_key))
     unknown = run_dcmtk("movescu", "-S", "-aem", "NOWHERE", "-k", "QueryRetrieveLevel=STUDY",
                         "-k", f"StudyInstanceUID={ct.StudyInstanceUID}", *_args(voxa))
     assert "movedestinationunknown" in (unknown.stdout + unknown.stderr).lower()  # status A801
@@ -165,4 +159,4 @@ def test_getscu_retrieves_over_the_same_association(voxa, ct_dir: Path, tmp_path
     for f in got:
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         [loc] = voxa.archive.index.locate(sop_uid=str(ds.SOPInstanceUID))
-        assert _dataset_bytes(f.read_bytes()) == _dataset_bytes(voxa.archive.blobs.read(loc.blob_key))
+        assert dataset_bytes(f.read_bytes()) == dataset_bytes(voxa.archive.blobs.read(loc.blob_key))

@@ -60,6 +60,17 @@ def run_server(settings: Any) -> None:
     from voxa.runtime import Runtime
     from voxa.web.app import create_app
 
+    # Until uvicorn installs its own handlers, a SIGTERM/SIGINT must still end us cleanly.
+    stop = threading.Event()
+    server_ref: list[Any] = []
+
+    def _early_stop(signum: int, _frame: Any) -> None:
+        stop.set()
+        for srv in server_ref:
+            srv.should_exit = True
+
+    signal.signal(signal.SIGTERM, _early_stop)
+    signal.signal(signal.SIGINT, _early_stop)
     runtime = Runtime.open(settings)
     try:
         runtime.start_dicom()
@@ -72,18 +83,20 @@ def run_server(settings: Any) -> None:
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
                             access_log=False, lifespan="on")
     server = uvicorn.Server(config)
+    server_ref.append(server)
     log.info("Voxa serving DICOM %s on port %s and HTTP on http://%s:%s (data in %s)", settings.aet,
              settings.dicom_port, settings.http_host, settings.http_port, Path(settings.data_dir).resolve())
     try:
         # uvicorn handles SIGINT/SIGTERM by finishing requests in flight and returning.
-        server.run()
+        if not stop.is_set():
+            server.run()
     finally:
         # Ignore a second signal while associations in flight finish.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopping: finishing DICOM associations in flight")
         runtime.close(grace_s=30)
         log.info("stopped")
-    if not server.started:
+    if not server.started and not stop.is_set():
         raise click.ClickException(f"cannot listen for HTTP on port {settings.http_port}")
 
 
