@@ -7,6 +7,7 @@ import click
 from voxa import __version__
 from voxa.cli import archive as _archive
 from voxa.cli import serve as _serve
+from voxa.cli import worklist as _worklist
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -17,6 +18,7 @@ def main() -> None:
 
 _serve.register(main)
 _archive.register(main)
+_worklist.register(main)
 
 try:  # DIMSE client commands (echo, store, find, move, worklist) live in their own module.
     from voxa.cli import dicom as _dicom

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
@@ -221,17 +222,20 @@ def _time_plus(hhmmss: str, seconds: float) -> str:
 # Common modules of every instance
 
 
-def _base_dataset(sop_class_uid: str, sop_instance_uid: str, study: _Study, modality: str) -> Dataset:
-    ds = Dataset()
+def _file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
+    return meta
 
+
+def _base_dataset(sop_class_uid: str, sop_instance_uid: str, study: _Study, modality: str) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class_uid, sop_instance_uid)
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = sop_instance_uid
@@ -260,6 +264,14 @@ def _base_dataset(sop_class_uid: str, sop_instance_uid: str, study: _Study, moda
     ds.StudyInstanceUID = study.uid
     ds.StudyID = study.study_id
     return ds
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
 
 
 def _series(
@@ -436,9 +448,9 @@ class _Canvas:
             out[shape[0]] = shape[1]
         return out
 
-    def segment(self, p0: tuple[float, float], p1: tuple[float, float], r0: float, r1: float) -> tuple[
-        tuple[slice, slice], F32, F32
-    ] | None:
+    def segment(
+        self, p0: tuple[float, float], p1: tuple[float, float], r0: float, r1: float
+    ) -> tuple[tuple[slice, slice], F32, F32] | None:
         """Projected thickness (2*sqrt(r^2 - d^2)) of a tapered cylinder across an image plane.
 
         Returns the window, the thickness and the position along the segment (0..1).
@@ -512,7 +524,9 @@ _CONTRAST = _HU(
 class _Tube:
     """A vessel or airway as a 3D centreline sampled densely; drawn slice by slice as discs."""
 
-    def __init__(self, points: Sequence[tuple[float, float, float]], radius: Sequence[float] | float, step_mm: float):
+    def __init__(
+        self, points: Sequence[tuple[float, float, float]], radius: Sequence[float] | float, step_mm: float
+    ):
         pts = np.asarray(points, dtype=np.float64)
         rad = np.broadcast_to(np.asarray(radius, dtype=np.float64), (len(pts),))
         seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
@@ -601,11 +615,31 @@ class _Chest:
         u, w = (a + out_mm) * c, (b + out_mm) * s
         return cx + u * _U[0] + w * _W[0], cy + u * _U[1] + w * _W[1], z
 
+    def descending_aorta(self, z: float) -> tuple[float, float, float]:
+        """Centre x, y and radius (mm); it drifts in front of the spine towards the abdomen."""
+        return (
+            float(np.interp(z, (-160.0, 80.0), (8.0, 24.0))),
+            float(np.interp(z, (-160.0, 80.0), (40.0, 52.0))),
+            11.5,
+        )
+
     def _build_vessels(self) -> None:
-        self.arch = _Tube([(-5.0, -2.0, 76.0), (-2.0, 4.0, 86.0), (8.0, 22.0, 91.0), (20.0, 42.0, 86.0), (24.0, 52.0, 76.0)], 14.0, 1.0)
+        self.arch = _Tube(
+            [
+                (-5.0, -2.0, 76.0),
+                (-2.0, 4.0, 86.0),
+                (8.0, 22.0, 91.0),
+                (20.0, 42.0, 86.0),
+                (24.0, 52.0, 76.0),
+            ],
+            14.0,
+            1.0,
+        )
         self.pulmonary = [
             _Tube([(20.0, -30.0, 12.0), (22.0, -28.0, 30.0), (18.0, -12.0, 46.0)], 13.0, 1.0),
-            _Tube([(18.0, -12.0, 46.0), (0.0, 10.0, 48.0), (-30.0, 14.0, 44.0), (-55.0, 16.0, 40.0)], 10.0, 1.0),
+            _Tube(
+                [(18.0, -12.0, 46.0), (0.0, 10.0, 48.0), (-30.0, 14.0, 44.0), (-55.0, 16.0, 40.0)], 10.0, 1.0
+            ),
             _Tube([(18.0, -12.0, 46.0), (35.0, 8.0, 52.0), (52.0, 20.0, 50.0)], 10.0, 1.0),
         ]
         self.bronchi = [
@@ -628,18 +662,26 @@ class _Chest:
         bifurcation = self.heart_point(20.0, -25.0, -6.0)
         lm = _Tube([left_ostium, bifurcation], 2.2, 0.5)
         lad = _Tube(
-            [bifurcation] + [self.heart_point(z, -8.0 + 0.1 * z, 2.5) for z in (12.0, 0.0, -15.0, -30.0, -45.0, -52.0)],
+            [bifurcation]
+            + [self.heart_point(z, -8.0 + 0.1 * z, 2.5) for z in (12.0, 0.0, -15.0, -30.0, -45.0, -52.0)],
             [2.0, 1.9, 1.7, 1.5, 1.3, 1.1, 1.0],
             0.5,
         )
         lcx = _Tube(
-            [bifurcation] + [self.heart_point(z, phi, 2.5) for z, phi in ((18.0, 35.0), (14.0, 70.0), (9.0, 105.0), (4.0, 135.0), (0.0, 155.0))],
+            [bifurcation]
+            + [
+                self.heart_point(z, phi, 2.5)
+                for z, phi in ((18.0, 35.0), (14.0, 70.0), (9.0, 105.0), (4.0, 135.0), (0.0, 155.0))
+            ],
             [2.0, 1.9, 1.8, 1.6, 1.4, 1.2],
             0.5,
         )
         rca = _Tube(
             [right_ostium]
-            + [self.heart_point(z, phi, 2.5) for z, phi in ((16.0, -95.0), (6.0, -120.0), (-8.0, -145.0), (-22.0, -168.0), (-32.0, -190.0))],
+            + [
+                self.heart_point(z, phi, 2.5)
+                for z, phi in ((16.0, -95.0), (6.0, -120.0), (-8.0, -145.0), (-22.0, -168.0), (-32.0, -190.0))
+            ],
             [2.1, 2.0, 1.9, 1.8, 1.6, 1.4],
             0.5,
         )
@@ -665,7 +707,11 @@ class _Chest:
             truths.append(
                 CalcificationTruth(
                     artery=artery,
-                    centre_mm=(round(float(centre[0]), 2), round(float(centre[1]), 2), round(float(centre[2]), 2)),
+                    centre_mm=(
+                        round(float(centre[0]), 2),
+                        round(float(centre[1]), 2),
+                        round(float(centre[2]), 2),
+                    ),
                     radius_mm=round(radius, 2),
                     peak_hu=round(peak, 1),
                 )
@@ -706,7 +752,9 @@ class _Chest:
         c.paint(c.ellipse(0.0, cy, ax - f, ay - f, ay_back=ay_back - f * 0.5, power=2.6), hu.muscle)
         if breast > 0:
             for side in (-1.0, 1.0):
-                c.paint(c.ellipse(side * 62.0, cy - ay - 2.0, 30.0 * breast, 14.0 * breast), 15.0, below=-50.0)
+                c.paint(
+                    c.ellipse(side * 62.0, cy - ay - 2.0, 30.0 * breast, 14.0 * breast), 15.0, below=-50.0
+                )
         ccy, cax, cay = self.cavity(z)
         cavity_shape = c.ellipse(0.0, ccy, cax, cay, ay_back=cay * 0.95, power=2.3)
         c.paint(cavity_shape, hu.fat)
@@ -731,7 +779,7 @@ class _Chest:
         # hilar vessels and their branches: dots, larger near the hilum
         for (hx, hy, hz), directions in self.rays:
             t = (z - hz) / directions[:, 2]
-            ok = (t > 0) & (t < 170)
+            ok = (t > 8.0) & (t < 170.0)  # not at the hilum itself, where the rays all meet
             for d, tt in zip(directions[ok], t[ok], strict=True):
                 x = hx + tt * d[0] * 1.6
                 y = hy + tt * d[1] * 1.3
@@ -796,10 +844,8 @@ class _Chest:
         if 12.0 < z < 80.0:
             c.disc(-5.0 + dx, -2.0 + dy, 14.0 + 0.04 * (z - 12.0), hu.left_blood)  # ascending aorta
         self.arch.draw(c, z, hu.left_blood)
-        if z < 80.0:  # descending aorta, drifting in front of the spine in the abdomen
-            x = float(np.interp(z, (-160.0, 80.0), (8.0, 24.0)))
-            y = float(np.interp(z, (-160.0, 80.0), (40.0, 52.0)))
-            c.disc(x, y, 11.5, hu.left_blood)
+        if z < 80.0:
+            c.disc(*self.descending_aorta(z), hu.left_blood)
         if 18.0 < z < 110.0:
             c.disc(-33.0 + dx, -4.0, 10.0, hu.svc)
         if -48.0 < z < 0.0:
@@ -854,7 +900,9 @@ class _Chest:
                         continue
                     x = side * math.cos(theta) * (cax + 6.0)
                     y = ccy + math.sin(theta) * (cay + 6.0)
-                    tangent = math.degrees(math.atan2(math.cos(theta) * (cay + 6.0), -side * math.sin(theta) * (cax + 6.0)))
+                    tangent = math.degrees(
+                        math.atan2(math.cos(theta) * (cay + 6.0), -side * math.sin(theta) * (cax + 6.0))
+                    )
                     cortex.append((x, y, tangent))
             for x, y, angle in cortex:
                 c.paint(c.ellipse(x, y, 11.0, 4.8, angle_deg=angle), hu.cortical_bone * 0.9)
@@ -874,7 +922,10 @@ class _Chest:
                 c.paint(c.ellipse(x, y, 42.0 * scap, 3.5, angle_deg=-side * 28.0), hu.cortical_bone * 0.7)
         if z > 115.0:  # clavicles
             for side in (-1.0, 1.0):
-                c.paint(c.ellipse(side * 48.0, ccy - cay - 2.0, 32.0, 7.0, angle_deg=side * 12.0), hu.cortical_bone * 0.8)
+                c.paint(
+                    c.ellipse(side * 48.0, ccy - cay - 2.0, 32.0, 7.0, angle_deg=side * 12.0),
+                    hu.cortical_bone * 0.8,
+                )
 
     def calcium(self, c: _Canvas, z: float, truths: Sequence[CalcificationTruth]) -> None:
         """Calcifications last: 130 HU at the rim rising to the peak, never lowered by the blur."""
@@ -1030,7 +1081,7 @@ def _ct_study(
             _series(
                 ds,
                 uid=series_uid,
-                number=2,
+                number=2,  # series 1 on a scanner is the scout, which is not generated
                 description=("Chest " if contrast else "Calcium score ") + f"{thickness:g}mm",
                 body_part="CHEST",
                 protocol="CHEST CTA" if contrast else "CARDIAC CALCIUM SCORE",
@@ -1059,15 +1110,18 @@ def _ct_study(
             ds.GantryDetectorTilt = "0"
             ds.TableHeight = "150"
             ds.RotationDirection = "CW"
-            ds.ExposureTime = "500"
+            ds.ExposureTime = 500
             ds.XRayTubeCurrent = 180
             ds.Exposure = 90
             ds.FilterType = "BODY FILTER"
             ds.GeneratorPower = 22
             ds.FocalSpots = "1.2"
             ds.ConvolutionKernel = "B30f" if contrast else "B35f"
-            ds.SpiralPitchFactor = "0.9"
-            ds.CTDIvol = "8.4" if contrast else "3.1"
+            ds.SpiralPitchFactor = 0.9
+            ds.CTDIvol = 8.4 if contrast else 3.1
+            ds.CTDIPhantomTypeCodeSequence = DicomSequence(
+                [_code("113691", "DCM", "IEC Body Dosimetry Phantom")]
+            )
             if contrast:
                 ds.ContrastBolusAgent = "Iohexol 350 mgI/ml"
                 ds.ContrastBolusRoute = "IV"
@@ -1096,5 +1150,830 @@ def _ct_study(
         series_count=1,
         calcifications=truths,
         _instance_count=slices,
+        _factory=generate,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# MR brain phantom: one label map per slice, turned into signal per sequence, so the three
+# series show the same anatomy with the contrast each sequence gives.
+
+_AIR, _FAT, _BONE, _MARROW, _CSF, _GM, _WM, _VITREOUS, _MUSCLE = range(9)
+
+
+@dataclass(frozen=True)
+class _MrSequence:
+    name: str
+    series_description: str
+    signal: tuple[float, ...]  # by label, in the order above
+    repetition_ms: float
+    echo_ms: float
+    inversion_ms: float | None
+    scanning_sequence: tuple[str, ...]
+    sequence_variant: tuple[str, ...]
+    flip_angle: float
+    echo_train: int
+    window: tuple[int, int]
+
+
+_MR_SEQUENCES = (
+    # T1: fat and white matter bright, CSF dark
+    _MrSequence("T1", "AX T1 SE", (0, 900, 30, 720, 230, 560, 830, 210, 430), 500, 12, None, ("SE",), ("SP",), 90, 1, (520, 1000)),
+    # T2: fluid bright, grey matter brighter than white
+    _MrSequence("T2", "AX T2 TSE", (0, 620, 30, 460, 1900, 1020, 720, 1850, 380), 4200, 100, None, ("SE",), ("SK", "SP"), 150, 16, (950, 1900)),
+    # FLAIR: T2 weighting with the fluid signal nulled by the inversion
+    _MrSequence("FLAIR", "AX T2 FLAIR", (0, 520, 30, 380, 110, 960, 700, 140, 340), 9000, 90, 2500, ("SE", "IR"), ("SK", "SP", "MP"), 150, 18, (620, 1240)),
+)  # fmt: skip
+_MR_ROWS = 256
+_MR_FOV_MM = 230.0
+_MR_SLICES = 24
+_MR_THICKNESS_MM = 5.0
+_MR_SPACING_MM = 6.0
+
+
+def _ellipsoid(
+    c: _Canvas,
+    z: float,
+    centre: tuple[float, float, float],
+    semi: tuple[float, float, float],
+    *,
+    angle_deg: float = 0.0,
+) -> tuple[tuple[slice, slice], NDArray[np.bool_]] | None:
+    p = _profile(z, centre[2], semi[2])
+    if p <= 0:
+        return None
+    return c.ellipse(centre[0], centre[1], semi[0] * p, semi[1] * p, angle_deg=angle_deg)
+
+
+def _brain_labels(c: _Canvas, z: float, rng_phase: float) -> None:
+    """Paint tissue labels of an axial head slice at height z (mm; 0 near the skull base)."""
+    head_c, head = (0.0, 6.0, 8.0), (74.0, 95.0, 100.0)
+
+    def shell(inset: float, label: int) -> None:
+        semi = (head[0] - inset, head[1] - inset, head[2] - inset)
+        c.paint(_ellipsoid(c, z, head_c, semi), label)
+
+    shell(0.0, _FAT)  # scalp
+    shell(5.0, _BONE)  # outer table
+    shell(6.5, _MARROW)  # diploe
+    shell(9.5, _BONE)  # inner table
+    shell(11.0, _CSF)
+    intracranial = c.full_mask(_ellipsoid(c, z, head_c, (head[0] - 11.0, head[1] - 11.0, head[2] - 11.0)))
+
+    # temporal lobes first: where the cerebrum overlaps them it is one brain
+    for side in (-1.0, 1.0):
+        c.paint(_ellipsoid(c, z, (side * 40.0, -6.0, -16.0), (24.0, 38.0, 22.0)), _GM, clip=intracranial)
+        c.paint(_ellipsoid(c, z, (side * 40.0, -4.0, -14.0), (14.0, 26.0, 13.0)), _WM)
+        c.paint(_ellipsoid(c, z, (side * 30.0, 4.0, -14.0), (3.0, 9.0, 5.0)), _CSF)  # temporal horn
+
+    # cerebrum: a flatter base than top; gyri as an angular pattern with sulci reaching in
+    cz, semi_x, semi_y = 16.0, 60.0, 80.0
+    half = 74.0 if z >= cz else 46.0
+    p = _profile(z, cz, half)
+    if p > 0:
+        ax, ay = semi_x * p, semi_y * p
+        shape = c.ellipse(0.0, 4.0, ax, ay)
+        if shape is not None:
+            win, mask = shape
+            mask = mask & intracranial[win]
+            xx = c.x[win[1]][None, :]
+            yy = c.y[win[0]][:, None] - 4.0
+            rho = np.sqrt((xx / ax) ** 2 + (yy / ay) ** 2)
+            theta = np.arctan2(yy, np.abs(xx))  # mirrored: the hemispheres fold alike
+            phase = 30.0 * theta + 2.5 * np.sin(4.0 * theta + z / 13.0) + z / 7.0 + rng_phase
+            wave = np.cos(phase)
+            # white matter reaches into the middle of each gyrus; sulci cut in between
+            core = np.sqrt(np.clip(-wave, 0.0, 1.0))
+            labels = np.full(mask.shape, _GM, dtype=np.float32)
+            labels[rho < 0.75 + 0.15 * core] = _WM
+            labels[(wave > 0.88) & (rho > 0.8)] = _CSF
+            fissure = np.broadcast_to(np.abs(xx) < 1.6, mask.shape)
+            if z < 38.0:
+                fissure = fissure & (np.abs(yy) > 0.55 * ay)  # corpus callosum joins the hemispheres
+            labels[fissure & (rho > 0.2)] = _CSF
+            sub = c.img[win]
+            sub[mask] = labels[mask]
+
+    # deep grey nuclei and the ventricles
+    for side in (-1.0, 1.0):
+        c.paint(_ellipsoid(c, z, (side * 13.0, -14.0, 22.0), (7.0, 10.0, 12.0)), _GM)  # caudate
+        c.paint(_ellipsoid(c, z, (side * 25.0, -2.0, 10.0), (6.0, 16.0, 10.0)), _GM)  # putamen
+        c.paint(_ellipsoid(c, z, (side * 10.0, 14.0, 10.0), (9.0, 11.0, 9.0)), _GM)  # thalamus
+        # lateral ventricles: frontal horns close to the midline, bodies diverging backwards
+        c.paint(_ellipsoid(c, z, (side * 10.0, -6.0, 24.0), (6.0, 30.0, 15.0), angle_deg=-side * 10.0), _CSF)
+        c.paint(_ellipsoid(c, z, (side * 19.0, 26.0, 18.0), (7.0, 13.0, 10.0), angle_deg=-side * 25.0), _CSF)
+    c.paint(_ellipsoid(c, z, (0.0, 6.0, 8.0), (2.0, 12.0, 8.0)), _CSF)  # third ventricle
+
+    # posterior fossa: cerebellum with a white-matter core, brainstem, fourth ventricle
+    c.paint(_ellipsoid(c, z, (0.0, 48.0, -28.0), (50.0, 32.0, 22.0)), _GM, clip=intracranial)
+    c.paint(_ellipsoid(c, z, (0.0, 44.0, -26.0), (24.0, 14.0, 12.0)), _WM)
+    c.paint(_ellipsoid(c, z, (0.0, 14.0, -22.0), (13.0, 13.0, 30.0)), _WM)
+    c.paint(_ellipsoid(c, z, (0.0, 30.0, -28.0), (5.0, 5.0, 6.0)), _CSF)
+
+    # skull base, sinuses and orbits
+    for side in (-1.0, 1.0):
+        c.paint(_ellipsoid(c, z, (side * 34.0, 18.0, -36.0), (24.0, 6.0, 7.0), angle_deg=side * 40.0), _BONE)
+        c.paint(_ellipsoid(c, z, (side * 31.0, -62.0, -34.0), (17.0, 22.0, 15.0)), _FAT)  # orbital fat
+        c.paint(_ellipsoid(c, z, (side * 31.0, -68.0, -34.0), (12.0, 12.0, 12.0)), _VITREOUS)
+    c.paint(_ellipsoid(c, z, (0.0, -26.0, -36.0), (12.0, 11.0, 10.0)), _AIR)  # sphenoid sinus
+    c.paint(_ellipsoid(c, z, (0.0, -58.0, -34.0), (8.0, 18.0, 11.0)), _AIR)  # ethmoid cells
+    c.paint(_ellipsoid(c, z, (0.0, 2.0, -42.0), (8.0, 12.0, 12.0)), _MARROW)  # clivus
+
+
+def mr_brain(seed: int = 0, *, slices: int = _MR_SLICES, rows: int = _MR_ROWS) -> SyntheticStudy:
+    """MR brain: axial T1, T2 and FLAIR series over the same slice positions."""
+    params = ("mr-brain", slices, rows)
+    description = "MR BRAIN WITHOUT CONTRAST"
+    study = _study(seed, 2, description, params)
+    rng = _rng("brain", seed)
+    rng_phase = float(rng.uniform(0.0, 2 * math.pi))  # every patient folds their cortex differently
+    pixel_mm = _MR_FOV_MM / rows
+    origin = -(rows - 1) / 2.0 * pixel_mm
+    frame_uid = _uid("frame-of-reference", seed, *params)
+    z0 = -44.0
+
+    def generate() -> Iterator[Dataset]:
+        label_maps = []
+        for k in range(slices):
+            z = z0 + k * _MR_SPACING_MM * (_MR_SLICES / slices)
+            canvas = _Canvas(rows, rows, pixel_mm, float(_AIR), x0=origin, y0=origin)
+            _brain_labels(canvas, z, rng_phase)
+            label_maps.append((z, canvas.img.astype(np.int8)))
+        # coil sensitivity: brighter towards the back of the head, where the coil is closest
+        bias = (1.0 + 0.12 * (np.linspace(-1.0, 1.0, rows, dtype=np.float32)))[:, None]
+        # series 1 would be the localizer, which is not generated
+        for number, seq in enumerate(_MR_SEQUENCES, start=2):
+            series_uid = _uid("series", seed, *params, seq.name)
+            lut = np.asarray(seq.signal, dtype=np.float32)
+            for k, (z, labels) in enumerate(label_maps):
+                signal = _blur(lut[labels] * bias)
+                noise = _rng("mr-noise", seed, *params, seq.name, k).standard_normal(
+                    (2, rows, rows), dtype=np.float32
+                )
+                # magnitude of complex data: Rician noise, never negative, as on a real scanner
+                sigma = np.float32(14.0)
+                magnitude = np.sqrt((signal + sigma * noise[0]) ** 2 + (sigma * noise[1]) ** 2)
+                pixels = np.clip(np.rint(magnitude), 0, 4095).astype(np.uint16)
+                ds = _base_dataset(MRImageStorage, _uid("sop", seed, *params, seq.name, k), study, "MR")
+                _series(
+                    ds,
+                    uid=series_uid,
+                    number=number,
+                    description=seq.series_description,
+                    body_part="HEAD",
+                    protocol="BRAIN ROUTINE",
+                    time=_time_plus(study.time, 300.0 * (number - 2)),
+                )
+                _equipment(ds, "Phantom MR 3T", "SYNMR01")
+                ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+                ds.PatientPosition = "HFS"
+                ds.FrameOfReferenceUID = frame_uid
+                ds.PositionReferenceIndicator = ""
+                ds.AcquisitionNumber = 1
+                ds.InstanceNumber = k + 1
+                ds.AcquisitionDate = ds.ContentDate = study.date
+                ds.AcquisitionTime = ds.ContentTime = _time_plus(study.time, 300.0 * (number - 2) + 5.0 * k)
+                ds.ImagePositionPatient = [_ds(origin), _ds(origin), _ds(z)]
+                ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+                ds.SliceLocation = _ds(z)
+                ds.SliceThickness = _ds(_MR_THICKNESS_MM)
+                ds.SpacingBetweenSlices = _ds(_MR_SPACING_MM * (_MR_SLICES / slices))
+                ds.PixelSpacing = [_ds(pixel_mm), _ds(pixel_mm)]
+                ds.ScanningSequence = list(seq.scanning_sequence)
+                ds.SequenceVariant = list(seq.sequence_variant)
+                ds.ScanOptions = ""
+                ds.MRAcquisitionType = "2D"
+                ds.SequenceName = seq.name
+                ds.RepetitionTime = _ds(seq.repetition_ms)
+                ds.EchoTime = _ds(seq.echo_ms)
+                if seq.inversion_ms is not None:
+                    ds.InversionTime = _ds(seq.inversion_ms)
+                ds.EchoTrainLength = seq.echo_train
+                ds.EchoNumbers = [1]
+                ds.NumberOfAverages = "1"
+                ds.FlipAngle = _ds(seq.flip_angle)
+                ds.MagneticFieldStrength = "3"
+                ds.ImagingFrequency = "127.7"
+                ds.ImagedNucleus = "1H"
+                ds.PixelBandwidth = "200"
+                ds.ReceiveCoilName = "HEAD 32"
+                ds.TransmitCoilName = "BODY"
+                ds.AcquisitionMatrix = [0, rows, rows, 0]
+                ds.InPlanePhaseEncodingDirection = "ROW"
+                ds.WindowCenter = str(seq.window[0])
+                ds.WindowWidth = str(seq.window[1])
+                _pixels(ds, pixels, bits_stored=12)
+                yield ds
+
+    return SyntheticStudy(
+        key="mr-brain",
+        patient_id=study.patient.patient_id,
+        patient_name=study.patient.name,
+        study_instance_uid=study.uid,
+        description=description,
+        modality="MR",
+        study_date=study.date,
+        accession_number=study.accession,
+        series_count=len(_MR_SEQUENCES),
+        _instance_count=slices * len(_MR_SEQUENCES),
+        _factory=generate,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Chest radiograph: a projection of simple 3D shapes, as tissue-equivalent path lengths.
+
+
+def _chest_radiograph(seed: int, size: int, female: bool) -> NDArray[np.uint16]:
+    """A PA chest radiograph, MONOCHROME2 (bone white), 12-bit, patient's right on image left."""
+    rng = _rng("radiograph", seed)
+    spacing = 409.6 / size
+    origin = -(size - 1) / 2.0 * spacing
+    c = _Canvas(size, size, spacing, 0.0, x0=origin, y0=origin)
+    x, y = c.x[None, :], c.y[:, None]
+    s = float(rng.uniform(0.95, 1.05))
+
+    # soft tissue: neck, shoulders and arms, chest; an elliptic cylinder's thickness per row
+    rows_y = [float(v) for v in c.y]
+    half_width = np.array(
+        [(55.0 + 150.0 * _smooth(v, -195.0, -140.0) - 38.0 * _smooth(v, -140.0, -60.0)) * s for v in rows_y],
+        dtype=np.float32,
+    )[:, None]
+    depth = np.array([120.0 + 100.0 * _smooth(v, -190.0, -120.0) for v in rows_y], dtype=np.float32)[:, None]
+    tissue = depth * np.sqrt(np.maximum(1.0 - (x / half_width) ** 2, 0.0)) ** 0.6
+
+    def lump(cx: float, cy: float, ax: float, ay: float, thick: float, sharpness: float = 0.5) -> F32:
+        n = ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2
+        return (thick * np.maximum(1.0 - n, 0.0) ** sharpness).astype(np.float32)
+
+    # lungs as air path lengths, cut by the diaphragm domes and by the mediastinum
+    air = np.zeros_like(tissue)
+    for cx, ax, dome_y, dome_x in ((-84.0, 72.0, 62.0, -70.0), (86.0, 70.0, 80.0, 72.0)):
+        lung = lump(cx * s, -10.0, ax * s, 165.0, 125.0, 0.3)
+        dome = dome_y + 0.005 * (x - dome_x * s) ** 2
+        lung *= np.clip((dome - y) / 25.0, 0.0, 1.0) ** 0.6
+        air = np.maximum(air, lung)
+    mediastinum = (
+        lump(34.0 * s, 52.0, 76.0 * s, 62.0, 150.0, 0.25)  # left ventricle, apex to the patient's left
+        + lump(-22.0 * s, 40.0, 36.0 * s, 52.0, 110.0, 0.25)  # right atrium
+        + lump(30.0 * s, -88.0, 16.0, 15.0, 70.0, 0.3)  # aortic knob
+        + lump(-30.0 * s, -62.0, 17.0, 62.0, 70.0, 0.25)  # superior vena cava, ascending aorta
+        + lump(0.0, -70.0, 24.0, 140.0, 90.0, 0.3)  # midline structures
+        + lump(-48.0 * s, -28.0, 17.0, 26.0, 55.0)  # hila
+        + lump(50.0 * s, -34.0, 16.0, 24.0, 55.0)
+    )
+    air = np.maximum(air - mediastinum, 0.0)
+    air += np.where((np.abs(x) < 8.0) & (y < -95.0), 14.0, 0.0).astype(np.float32)  # trachea
+    if female:
+        tissue = (
+            tissue
+            + lump(-100.0 * s, 95.0, 80.0, 50.0, 45.0, 0.7)
+            + lump(100.0 * s, 95.0, 80.0, 50.0, 45.0, 0.7)
+        )
+
+    # vessels fanning out from each hilum, thinning towards the periphery
+    for hx, sign in ((-48.0 * s, -1.0), (50.0 * s, 1.0)):
+        for _ in range(18):
+            angle = float(rng.uniform(-1.3, 1.3)) + (0.0 if sign > 0 else math.pi)
+            angle = math.atan2(math.sin(angle) * 0.8 + 0.25, math.cos(angle))
+            length = float(rng.uniform(55.0, 120.0))
+            x0_, y0_ = hx, float(rng.uniform(-45.0, -10.0))
+            radius = float(rng.uniform(2.5, 4.0))
+            for _k in range(4):
+                a = angle + float(rng.normal(0.0, 0.15))
+                x1_, y1_ = x0_ + math.cos(a) * length / 4, y0_ + math.sin(a) * length / 4
+                seg = c.segment((x0_, y0_), (x1_, y1_), radius, radius * 0.75)
+                if seg is not None:
+                    win, thick, _ = seg
+                    air[win] = np.maximum(air[win] - thick * 2.0, 0.0)
+                x0_, y0_, radius = x1_, y1_, radius * 0.75
+
+    # bone, as mm of tissue-equivalent thickness
+    bone = np.zeros_like(tissue)
+
+    def band(
+        a0: float,
+        a1: float,
+        centre: Callable[[NDArray[np.float32]], NDArray[np.float32]],
+        half: float,
+        weight: float,
+    ) -> None:
+        """A curved bony band on both sides, ``centre`` giving its mid-line y from |x|."""
+        for side in (-1.0, 1.0):
+            win = c.window(side * (a0 + a1) / 2, 0.0, (a1 - a0) / 2, 205.0)
+            if win is None:
+                continue
+            yc = centre(np.abs(c.x[win[1]]))
+            slope = np.gradient(yc, c.spacing)
+            lo, hi = float(yc.min()) - 3 * half, float(yc.max()) + 3 * half
+            r0 = max(0, math.ceil((lo - c.y0) / c.spacing))
+            r1 = min(size, math.floor((hi - c.y0) / c.spacing) + 1)
+            if r0 >= r1:
+                continue
+            # perpendicular distance to the curve, so steep parts keep their width
+            d = (c.y[r0:r1, None] - yc[None, :]) / (half * np.sqrt(1.0 + slope * slope))[None, :]
+            # cortex at the edges shows brighter than the middle, as a rib seen on end
+            profile = np.sqrt(np.maximum(1.0 - d * d, 0.0)) * (0.55 + 0.45 * d * d)
+            a = np.abs(c.x[win[1]])
+            taper = np.clip((a1 - a) / 18.0, 0.0, 1.0) * np.clip((a - a0) / 6.0, 0.0, 1.0)
+            bone[r0:r1, win[1]] += weight * profile * taper[None, :]
+
+    # posterior ribs arch up from the spine and fall along the chest wall; anterior ribs come
+    # back from the wall, running down towards the sternum
+    chest_edge = 152.0 * s
+    lateral_drop = -0.25 * (chest_edge - 16.0) + 0.0042 * (chest_edge - 16.0) ** 2
+    for k in range(11):
+        yk = -166.0 + 24.0 * k + float(rng.uniform(-1.5, 1.5))
+
+        def posterior(a: NDArray[np.float32], yk: float = yk) -> NDArray[np.float32]:
+            return (yk - 0.25 * (a - 16.0) + 0.0042 * (a - 16.0) ** 2).astype(np.float32)
+
+        def anterior(a: NDArray[np.float32], yk: float = yk) -> NDArray[np.float32]:
+            back = chest_edge - a
+            return (yk + lateral_drop + 0.55 * back + 0.001 * back**2).astype(np.float32)
+
+        band(16.0, chest_edge, posterior, 5.2, 16.0)
+        if k < 8:
+            band(45.0, chest_edge, anterior, 6.5, 7.0)
+
+    def clavicle(a: NDArray[np.float32]) -> NDArray[np.float32]:
+        return (-150.0 - 22.0 * (a / 150.0) ** 1.6 + 5.0 * np.sin(a / 28.0)).astype(np.float32)
+
+    band(10.0, 165.0 * s, clavicle, 7.0, 24.0)
+    for side in (-1.0, 1.0):
+        bone += lump(side * 192.0 * s, -150.0, 30.0, 32.0, 45.0)  # humeral heads
+        bone += lump(side * 150.0 * s, -118.0, 22.0, 60.0, 8.0)  # scapulae
+    level = (y + 205.0) % 27.0
+    vertebrae = np.where(np.abs(x) < 21.0, 16.0 * np.sqrt(np.maximum(1 - (x / 21.0) ** 2, 0.0)), 0.0)
+    bone += (vertebrae * np.where(level < 5.0, 0.4, 1.0)).astype(np.float32)
+    for side in (-1.0, 1.0):  # pedicles: rings either side of each vertebral body
+        ring = np.abs(np.hypot((x - side * 15.0) / 5.0, (level - 13.0) / 7.0) - 1.0) < 0.35
+        bone += np.where(ring, 5.0, 0.0).astype(np.float32)
+
+    path = np.maximum(tissue - air, 0.0) + 3.0 * bone
+    # log-domain display curve of a processed radiograph: lungs dark grey, mediastinum white
+    shade = 1.0 - np.exp(-path / 140.0)
+    image = _blur(shade * 3800.0 + 100.0)
+    image += _blur(
+        _rng("radiograph-noise", seed).standard_normal(image.shape, dtype=np.float32) * np.float32(28.0)
+    )
+    return np.clip(np.rint(image), 0, 4095).astype(np.uint16)
+
+
+def cr_chest(seed: int = 0, *, size: int = 2048) -> SyntheticStudy:
+    """A PA chest radiograph: one Digital X-Ray Image (For Presentation), 12-bit MONOCHROME2."""
+    params = ("cr-chest", size)
+    description = "XR CHEST PA"
+    study = _study(seed, 3, description, params)
+    series_uid = _uid("series", seed, *params, 1)
+    spacing = 409.6 / size
+
+    def generate() -> Iterator[Dataset]:
+        pixels = _chest_radiograph(seed, size, study.patient.sex == "F")
+        ds = _base_dataset(DigitalXRayImageStorageForPresentation, _uid("sop", seed, *params, 0), study, "DX")
+        _series(
+            ds,
+            uid=series_uid,
+            number=1,
+            description="PA",
+            body_part="CHEST",
+            protocol="CHEST PA",
+            time=study.time,
+        )
+        _equipment(ds, "Phantom DR 43", "SYNDX01")
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.ImageType = ["ORIGINAL", "PRIMARY"]
+        ds.InstanceNumber = 1
+        ds.AcquisitionDate = ds.ContentDate = study.date
+        ds.AcquisitionTime = ds.ContentTime = _time_plus(study.time, 30.0)
+        ds.ViewPosition = "PA"
+        ds.PatientOrientation = ["L", "F"]
+        ds.ImageLaterality = "U"
+        ds.AnatomicRegionSequence = DicomSequence([_code("51185008", "SCT", "Chest")])
+        ds.ViewCodeSequence = DicomSequence([_code("399348003", "SCT", "postero-anterior")])
+        ds.PositionerType = "COLUMN"
+        ds.AcquisitionContextSequence = DicomSequence([])
+        ds.ImagerPixelSpacing = [_ds(spacing), _ds(spacing)]
+        ds.PixelSpacing = [_ds(spacing * 1800.0 / 1980.0), _ds(spacing * 1800.0 / 1980.0)]
+        ds.PixelSpacingCalibrationType = "GEOMETRY"
+        ds.PixelSpacingCalibrationDescription = "Corrected for the geometric magnification at the patient"
+        ds.DistanceSourceToDetector = "1800"
+        ds.DistanceSourceToPatient = "1620"
+        ds.EstimatedRadiographicMagnificationFactor = _ds(1800.0 / 1620.0)
+        ds.DetectorType = "SCINTILLATOR"
+        ds.DetectorConfiguration = "AREA"
+        ds.KVP = "125"
+        ds.ExposureTime = 8
+        ds.XRayTubeCurrent = 320
+        ds.Exposure = 3
+        ds.Grid = ["FOCUSED", "RECIPROCATING"]
+        ds.RescaleIntercept = "0"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "US"
+        ds.PixelIntensityRelationship = "LOG"
+        ds.PixelIntensityRelationshipSign = -1  # higher values: less X-ray reached the detector
+        ds.PresentationLUTShape = "IDENTITY"
+        ds.WindowCenter = "2100"
+        ds.WindowWidth = "3600"
+        ds.BurnedInAnnotation = "NO"
+        ds.LossyImageCompression = "00"
+        _pixels(ds, pixels, bits_stored=12)
+        yield ds
+
+    return SyntheticStudy(
+        key="cr-chest",
+        patient_id=study.patient.patient_id,
+        patient_name=study.patient.name,
+        study_instance_uid=study.uid,
+        description=description,
+        modality="DX",
+        study_date=study.date,
+        accession_number=study.accession,
+        _instance_count=1,
+        _factory=generate,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Coronary angiography run: a left coronary tree filling with contrast over the frames.
+
+
+_Centreline = tuple[NDArray[Any], NDArray[Any], NDArray[Any]]
+
+
+def _vessel_tree(rng: np.random.Generator) -> list[_Centreline]:
+    """Centrelines in pixels as (points, radius, arc length from the ostium) per vessel."""
+    vessels: list[_Centreline] = []
+
+    def grow(
+        start: tuple[float, float], angle: float, length: float, r0: float, r1: float, arc0: float, depth: int
+    ) -> None:
+        step = 3.0
+        n = max(2, int(length / step))
+        bend_rate = float(rng.uniform(-0.012, 0.012))
+        wobble = float(rng.uniform(0.0, 2 * math.pi))
+        pts = [start]
+        for i in range(1, n):
+            angle += bend_rate + 0.05 * math.sin(i * 0.15 + wobble)
+            px, py = pts[-1]
+            pts.append((px + step * math.cos(angle), py + step * math.sin(angle)))
+        points = np.asarray(pts)
+        radius = np.linspace(r0, r1, n)
+        arc = arc0 + step * np.arange(n)
+        vessels.append((points, radius, arc))
+        if depth == 0:
+            return
+        for _ in range(int(rng.integers(2, 4))):
+            i = int(rng.integers(n // 5, 4 * n // 5))
+            side = float(rng.choice([-1.0, 1.0]))
+            grow(
+                (float(points[i, 0]), float(points[i, 1])),
+                angle + side * float(rng.uniform(0.45, 1.0)),
+                length * float(rng.uniform(0.35, 0.55)),
+                float(radius[i]) * 0.72,
+                1.1,
+                float(arc[i]),
+                depth - 1,
+            )
+
+    ostium = (205.0, 150.0)
+    vessels.append(
+        (np.array([ostium, (222.0, 168.0)]), np.array([6.5, 6.0]), np.array([0.0, 25.0]))
+    )  # left main
+    grow((222.0, 168.0), math.radians(62.0), 330.0, 5.5, 1.6, 25.0, 2)  # LAD towards the apex
+    grow((222.0, 168.0), math.radians(150.0), 240.0, 5.0, 1.5, 25.0, 2)  # circumflex
+    return vessels
+
+
+def _xa_frames(seed: int, frames: int, size: int) -> NDArray[np.uint8]:
+    rng = _rng("angiography", seed)
+    canvas = _Canvas(size, size, 1.0, 0.0, x0=0.0, y0=0.0)
+    thickness = np.zeros((size, size), dtype=np.float32)
+    arc = np.zeros((size, size), dtype=np.float32)
+    for points, radius, arcs in _vessel_tree(rng):
+        scale = size / 512.0
+        for i in range(len(points) - 1):
+            seg = canvas.segment(
+                (points[i, 0] * scale, points[i, 1] * scale),
+                (points[i + 1, 0] * scale, points[i + 1, 1] * scale),
+                radius[i] * scale,
+                radius[i + 1] * scale,
+            )
+            if seg is None:
+                continue
+            win, thick, t = seg
+            better = thick > thickness[win]
+            thickness[win] = np.where(better, thick, thickness[win])
+            arc[win] = np.where(better, (arcs[i] + t * (arcs[i + 1] - arcs[i])) * scale, arc[win])
+    catheter = np.zeros((size, size), dtype=np.float32)
+    path = [(70.0, 0.0), (90.0, 60.0), (140.0, 110.0), (190.0, 135.0), (205.0, 150.0)]
+    for (xa, ya), (xb, yb) in zip(path[:-1], path[1:], strict=True):
+        seg = canvas.segment((xa * size / 512, ya * size / 512), (xb * size / 512, yb * size / 512), 2.6, 2.6)
+        if seg is not None:
+            catheter[seg[0]] = np.maximum(catheter[seg[0]], seg[1])
+
+    # static background: lung fields bright, heart shadow, spine, diaphragm at the bottom
+    xx, yy = canvas.x[None, :] / size, canvas.y[:, None] / size
+    background = (
+        185.0
+        - 45.0 * np.exp(-(((xx - 0.55) / 0.32) ** 2 + ((yy - 0.62) / 0.35) ** 2))
+        - 35.0 * np.exp(-(((xx - 0.18) / 0.07) ** 2))
+        - 50.0 / (1.0 + np.exp(-(yy - 0.88 + 0.25 * xx) / 0.03))
+    ).astype(np.float32)
+    centre = np.array([0.55 * size, 0.6 * size])
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = np.empty((frames, size, size), dtype=np.uint8)
+    for f in range(frames):
+        # heart beat (about 70/min at 15 frames/s) scales the tree about the heart's centre
+        beat = 1.0 + 0.035 * math.sin(2 * math.pi * f / 13.0)
+        sx = np.clip(centre[0] + (xs - centre[0]) / beat, 0, size - 1)
+        sy = np.clip(centre[1] + (ys - centre[1]) / beat, 0, size - 1)
+        ix, iy = np.rint(sx).astype(np.intp), np.rint(sy).astype(np.intp)
+        front = 32.0 * (f - 3) * size / 512.0  # contrast front, pixels along the tree per frame
+        fill = np.clip((front - arc[iy, ix]) / 40.0, 0.0, 1.0) * (1.0 - 0.7 * _smooth(f, 20.0, 29.0))
+        reflux = 0.9 * _smooth(f, 3.0, 6.0) * (1.0 - _smooth(f, 10.0, 16.0))
+        cloud = (
+            reflux
+            * 8.0
+            * np.exp(-(((xs - 0.36 * size) / (0.06 * size)) ** 2 + ((ys - 0.25 * size) / (0.09 * size)) ** 2))
+        )
+        attenuation = 0.11 * thickness[iy, ix] * fill + 0.08 * catheter + 0.05 * cloud
+        frame = _blur(background * np.exp(-attenuation))
+        frame += _rng("xa-noise", seed, f).standard_normal(frame.shape, dtype=np.float32) * np.float32(4.0)
+        out[f] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    return out
+
+
+def xa_run(seed: int = 0, *, frames: int = 30, size: int = 512) -> SyntheticStudy:
+    """A left coronary angiography run: one multi-frame X-Ray Angiographic image, 15 frames/s."""
+    params = ("xa-run", frames, size)
+    description = "CORONARY ANGIOGRAPHY"
+    study = _study(seed, 4, description, params)
+    series_uid = _uid("series", seed, *params, 1)
+    rng = _rng("angiography-geometry", seed)
+    primary = float(rng.choice([30.0, 40.0, 45.0]))
+    secondary = float(rng.choice([-25.0, 20.0, 25.0]))
+
+    def generate() -> Iterator[Dataset]:
+        pixels = _xa_frames(seed, frames, size)
+        ds = _base_dataset(XRayAngiographicImageStorage, _uid("sop", seed, *params, 0), study, "XA")
+        _series(
+            ds,
+            uid=series_uid,
+            number=1,
+            description="LCA LAO CRA",
+            body_part="HEART",
+            protocol="CORONARY LEFT",
+            time=study.time,
+        )
+        _equipment(ds, "Phantom Cath Lab", "SYNXA01")
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "SINGLE PLANE"]
+        ds.InstanceNumber = 1
+        ds.PatientOrientation = ""
+        ds.AcquisitionDate = ds.ContentDate = study.date
+        ds.AcquisitionTime = ds.ContentTime = _time_plus(study.time, 600.0)
+        ds.AcquisitionDateTime = study.date + _time_plus(study.time, 600.0)
+        ds.FrameIncrementPointer = pydicom.tag.Tag("FrameTime")
+        ds.FrameTime = _ds(1000.0 / 15.0)
+        ds.CineRate = 15
+        ds.RecommendedDisplayFrameRate = 15
+        ds.ActualFrameDuration = 67
+        ds.StartTrim = 1
+        ds.StopTrim = frames
+        ds.PixelIntensityRelationship = "LIN"  # transmitted intensity, dark where contrast absorbs
+        ds.PositionerMotion = "STATIC"
+        ds.PositionerPrimaryAngle = _ds(primary)
+        ds.PositionerSecondaryAngle = _ds(secondary)
+        ds.RadiationSetting = "GR"
+        ds.KVP = "78"
+        ds.XRayTubeCurrent = 760
+        ds.ExposureTime = 7
+        ds.Exposure = 5
+        ds.DistanceSourceToDetector = "1100"
+        ds.DistanceSourceToPatient = "760"
+        ds.IntensifierSize = "200"
+        ds.ImagerPixelSpacing = [_ds(0.308 * 512 / size), _ds(0.308 * 512 / size)]
+        ds.FieldOfViewShape = "RECTANGLE"
+        ds.FieldOfViewDimensions = [158, 158]
+        ds.ContrastBolusAgent = "Iohexol 350 mgI/ml"
+        ds.ContrastBolusRoute = "INTRA-ARTERIAL"
+        ds.ContrastBolusVolume = "8"
+        ds.WindowCenter = "128"
+        ds.WindowWidth = "256"
+        ds.LossyImageCompression = "00"
+        _pixels(ds, pixels, bits_stored=8, frames=frames)
+        yield ds
+
+    return SyntheticStudy(
+        key="xa-run",
+        patient_id=study.patient.patient_id,
+        patient_name=study.patient.name,
+        study_instance_uid=study.uid,
+        description=description,
+        modality="XA",
+        study_date=study.date,
+        accession_number=study.accession,
+        _instance_count=1,
+        _factory=generate,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The demo set, and small studies for tests
+
+
+def demo_studies(seed: int = 0, *, ct_slices: int = 300) -> list[SyntheticStudy]:
+    """The four demo studies, each a different patient. The demo proper uses >= 200 CT slices."""
+    return [ct_chest(seed, slices=ct_slices), mr_brain(seed), cr_chest(seed), xa_run(seed)]
+
+
+_TINY_SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
+
+
+def make_instance(
+    *,
+    patient_id: str,
+    patient_name: str,
+    study_instance_uid: str,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    modality: str = "CT",
+    rows: int = 16,
+    columns: int | None = None,
+    instance_number: int = 1,
+    series_number: int = 1,
+    study_date: str = "20240101",
+    study_time: str = "120000",
+    accession_number: str = "",
+    study_description: str = "",
+    series_description: str = "",
+    study_id: str = "1",
+    patient_birth_date: str = "19700101",
+    patient_sex: str = "O",
+    referring_physician_name: str = "",
+    pixel_seed: int = 0,
+    **attributes: Any,
+) -> Dataset:
+    """One small image with exactly the identifiers given; ``attributes`` are set by keyword last.
+
+    CT and MR use their own storage classes (CT with HU rescale); any other modality is a
+    Secondary Capture image carrying that Modality.
+    """
+    columns = rows if columns is None else columns
+    sop_class = _TINY_SOP_CLASSES.get(modality, SecondaryCaptureImageStorage)
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, sop_instance_uid)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = study_time
+    ds.AccessionNumber = accession_number
+    ds.Modality = modality
+    ds.Manufacturer = MANUFACTURER
+    ds.InstitutionName = INSTITUTION
+    ds.ReferringPhysicianName = referring_physician_name
+    ds.StudyDescription = study_description
+    ds.SeriesDescription = series_description
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = patient_birth_date
+    ds.PatientSex = patient_sex
+    ds.StudyInstanceUID = study_instance_uid
+    ds.SeriesInstanceUID = series_instance_uid
+    ds.StudyID = study_id
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = instance_number
+    ds.PatientOrientation = ["L", "P"] if modality in _TINY_SOP_CLASSES else ""
+    ds.BodyPartExamined = "HEAD" if modality == "MR" else "CHEST"
+    if modality in _TINY_SOP_CLASSES:
+        ds.PatientPosition = "HFS"
+
+    # a gradient with a bright square whose position follows the instance: viewers can tell
+    # instances apart and checksums differ
+    rng = _rng("tiny-pixels", pixel_seed, sop_instance_uid)
+    base = np.add.outer(np.arange(rows), np.arange(columns)).astype(np.float32) * 4.0
+    base[
+        rows // 4 : rows // 2,
+        (instance_number * 3) % columns : (instance_number * 3) % columns + columns // 4,
+    ] += 400.0
+    base += rng.normal(0.0, 5.0, base.shape).astype(np.float32)
+    if modality == "CT":
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.FrameOfReferenceUID = _uid("tiny-frame", series_instance_uid)
+        ds.PositionReferenceIndicator = ""
+        ds.ImagePositionPatient = ["0", "0", _ds(-5.0 * instance_number)]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.PixelSpacing = ["1", "1"]
+        ds.SliceThickness = "5"
+        ds.KVP = "120"
+        ds.AcquisitionNumber = 1
+        ds.RescaleIntercept = "-1024"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        pixels: NDArray[Any] = np.clip(np.rint(base + 900.0), 0, 4095).astype(np.int16)
+        bits = 16
+    elif modality == "MR":
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.FrameOfReferenceUID = _uid("tiny-frame", series_instance_uid)
+        ds.PositionReferenceIndicator = ""
+        ds.ImagePositionPatient = ["0", "0", _ds(-5.0 * instance_number)]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.PixelSpacing = ["1", "1"]
+        ds.SliceThickness = "5"
+        ds.ScanningSequence = ["SE"]
+        ds.SequenceVariant = ["NONE"]
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.RepetitionTime = "500"
+        ds.EchoTime = "12"
+        ds.EchoTrainLength = 1
+        ds.MagneticFieldStrength = "1.5"
+        pixels = np.clip(np.rint(base + 100.0), 0, 4095).astype(np.uint16)
+        bits = 12
+    else:
+        ds.ConversionType = "WSD"
+        pixels = np.clip(np.rint(base + 100.0), 0, 4095).astype(np.uint16)
+        bits = 12
+    _pixels(ds, pixels, bits_stored=bits)
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def tiny_study(
+    seed: int = 0,
+    *,
+    patient_id: str | None = None,
+    patient_name: str | None = None,
+    patient_birth_date: str | None = None,
+    patient_sex: str | None = None,
+    study_date: str | None = None,
+    study_time: str | None = None,
+    study_description: str | None = None,
+    accession_number: str | None = None,
+    study_instance_uid: str | None = None,
+    modality: str = "CT",
+    series: int = 2,
+    instances_per_series: int = 3,
+    rows: int = 16,
+) -> SyntheticStudy:
+    """A small study, distinct for every seed and every combination of arguments.
+
+    Unset identifiers come from the seed (an invented patient, as in the demo studies), so a
+    loop over seeds gives many different patients and studies in milliseconds.
+    """
+    params = (
+        "tiny", patient_id, patient_name, patient_birth_date, patient_sex, study_date, study_time,
+        study_description, accession_number, study_instance_uid, modality, series, instances_per_series, rows,
+    )  # fmt: skip
+    generated = _study(seed, 5, study_description or f"{modality} TEST STUDY", params)
+    pid = generated.patient.patient_id if patient_id is None else patient_id
+    name = generated.patient.name if patient_name is None else patient_name
+    date = generated.date if study_date is None else study_date
+    time = generated.time if study_time is None else study_time
+    accession = generated.accession if accession_number is None else accession_number
+    uid = generated.uid if study_instance_uid is None else study_instance_uid
+    description = generated.description
+
+    def generate() -> Iterator[Dataset]:
+        for s in range(series):
+            series_uid = _uid("series", seed, *params, s)
+            for i in range(instances_per_series):
+                yield make_instance(
+                    patient_id=pid,
+                    patient_name=name,
+                    study_instance_uid=uid,
+                    series_instance_uid=series_uid,
+                    sop_instance_uid=_uid("sop", seed, *params, s, i),
+                    modality=modality,
+                    rows=rows,
+                    instance_number=i + 1,
+                    series_number=s + 1,
+                    study_date=date,
+                    study_time=time,
+                    accession_number=accession,
+                    study_description=description,
+                    series_description=f"{modality} series {s + 1}",
+                    study_id=generated.study_id,
+                    patient_birth_date=generated.patient.birth_date
+                    if patient_birth_date is None
+                    else patient_birth_date,
+                    patient_sex=generated.patient.sex if patient_sex is None else patient_sex,
+                    referring_physician_name=generated.referring,
+                    pixel_seed=seed,
+                )
+
+    return SyntheticStudy(
+        key="tiny",
+        patient_id=pid,
+        patient_name=name,
+        study_instance_uid=uid,
+        description=description,
+        modality=modality,
+        study_date=date,
+        accession_number=accession,
+        series_count=series,
+        _instance_count=series * instances_per_series,
         _factory=generate,
     )
