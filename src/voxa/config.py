@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     aet: str = Field("VOXA", description="Voxa's own DICOM AE title.")
     dicom_host: str = Field("0.0.0.0", description="Address the DICOM listener binds to.")
     dicom_port: int = Field(4242, description="DICOM (DIMSE) port.")
-    http_host: str = Field("0.0.0.0", description="Address the HTTP server binds to.")
+    http_host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP server binds to (loopback by default until accounts and authentication land).",
+    )
     http_port: int = Field(8042, description="HTTP port (DICOMweb, REST, web app).")
     accept_unknown_peers: bool = Field(
         False, description="Accept associations from AE titles that are not configured peers (demo profile only)."

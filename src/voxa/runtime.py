@@ -31,13 +31,17 @@ class Runtime:
     dicom: DicomServer | None = field(default=None)
 
     @classmethod
-    def open(cls, settings: Settings) -> Runtime:
+    def open(cls, settings: Settings, *, server: bool = False) -> Runtime:
+        """Open the archive.  ``server=True`` (``voxa serve``, test servers) also writes the
+        configured peers into the registry and fails jobs a previous server left unfinished;
+        other commands must not, as a server may be running beside them."""
         from voxa.jobs.executor import JobManager
 
         archive = open_archive(settings)
         peers = PeerRegistry(archive.index)
-        peers.sync_from_settings(settings.peers)
-        jobs = JobManager(archive.index, workers=2)
+        if server:
+            peers.sync_from_settings(settings.peers)
+        jobs = JobManager(archive.index, workers=2, recover=server)
         return cls(settings=settings, archive=archive, peers=peers, jobs=jobs)
 
     def start_dicom(self, host: str | None = None, port: int | None = None) -> DicomServer:

@@ -51,7 +51,7 @@ def start_voxa(data_dir: Path, *, database_url: str | None = None, aet: str = "V
         http_host="127.0.0.1", accept_unknown_peers=accept_unknown_peers, peers=peers or [],
         fsync=settings.pop("fsync", False), **settings,
     )
-    rt = Runtime.open(s)
+    rt = Runtime.open(s, server=True)
     server = rt.start_dicom("127.0.0.1", 0)
     inst = VoxaInstance(runtime=rt, aet=aet, dicom_port=int(server.port or 0), data_dir=data_dir)
     if http:

@@ -1,6 +1,6 @@
 """Where stored DICOM files live: a small interface and its filesystem implementation.
 
-Keys are relative paths chosen by the archive (``ab/cd/<uuid>.dcm``).  ``put`` is durable
+Keys are relative paths chosen by the archive (``ab/c/<uuid>.dcm``).  ``put`` is durable
 before it returns: data goes to a temporary name, is fsynced, renamed into place and the
 folder is fsynced, so a crash leaves either the whole file or an orphan temporary file,
 never a half-written object under its key.
@@ -59,8 +59,10 @@ class FilesystemBlobStore:
         self._known_dirs: set[Path] = set()
 
     def new_key(self) -> str:
+        # 256 x 16 folders: few enough that ingest rarely creates one, enough that a
+        # folder holds a few thousand files at ten million instances.
         h = uuid.uuid4().hex
-        return f"{h[0:2]}/{h[2:4]}/{h}{self.suffix}"
+        return f"{h[0:2]}/{h[2]}/{h}{self.suffix}"
 
     def path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):

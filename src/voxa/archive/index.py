@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from voxa.archive import identifiers
@@ -23,6 +23,21 @@ from voxa.archive.attributes import Level
 from voxa.archive.models import Change, Instance, Patient, Series, Study
 
 P, ST, SE, I, CH = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__, Change.__table__
+
+
+# Statements of the ingest hot path, built once: constructing them per call costs more
+# than executing them on SQLite.
+_INSERT_INSTANCE = insert(I)
+_INSERT_CHANGE = insert(CH)
+_COUNT_STUDY = update(ST).where(ST.c.id == bindparam("_id")).values(
+    num_instances=ST.c.num_instances + 1, size_bytes=ST.c.size_bytes + bindparam("_size"),
+    updated_at=bindparam("_now"))
+_COUNT_SERIES = update(SE).where(SE.c.id == bindparam("_id")).values(
+    num_instances=SE.c.num_instances + 1, size_bytes=SE.c.size_bytes + bindparam("_size"),
+    updated_at=bindparam("_now"))
+_COUNT_PATIENT = update(P).where(P.c.id == bindparam("_id")).values(
+    num_instances=P.c.num_instances + 1, size_bytes=P.c.size_bytes + bindparam("_size"),
+    updated_at=bindparam("_now"))
 
 
 class DuplicateInstance(Exception):
@@ -78,21 +93,17 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _join_multi(existing: str, value: str) -> str:
-    if not value:
-        return existing
-    values = [v for v in existing.split("\\") if v]
-    if value in values:
-        return existing
-    values.append(value)
-    return "\\".join(sorted(values))
-
-
 class Index:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._write_lock = threading.RLock() if self.is_sqlite else None
+        # SeriesInstanceUID -> (series, study, patient row ids, StudyInstanceUID) and
+        # StudyInstanceUID -> (study, patient row ids, SOP classes): spares the lookups
+        # for the second and later instances of a series.  Cleared on any delete.
+        self._cache_lock = threading.Lock()
+        self._series_cache: dict[str, tuple[Any, ...]] = {}
+        self._study_cache: dict[str, tuple[Any, ...]] = {}
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -122,10 +133,17 @@ class Index:
         for attempt in range(3):
             try:
                 with self.write() as conn:
-                    return self._add(conn, rec, replace=replace)
+                    result, cache_updates = self._add(conn, rec, replace=replace)
+                # Only what committed may enter the cache.
+                with self._cache_lock:
+                    for uid, entry in cache_updates:
+                        (self._series_cache if len(entry) == 4 else self._study_cache)[uid] = entry
+                return result
             except IntegrityError:
-                # A concurrent writer created the same patient/study/series or instance
-                # between our select and insert (PostgreSQL); look again.
+                # A concurrent writer (another process on PostgreSQL) created the same
+                # patient/study/series or instance between our select and insert, or a
+                # cached row was deleted elsewhere; forget the cache and look again.
+                self.clear_cache()
                 if attempt == 2:
                     raise
                 with self.read() as conn:
@@ -133,112 +151,49 @@ class Index:
                         raise DuplicateInstance(rec.sop_instance_uid) from None
         raise AssertionError("unreachable")
 
-    def _add(self, conn: Connection, rec: InstanceRecord, *, replace: bool) -> AddResult:
+    def clear_cache(self) -> None:
+        with self._cache_lock:
+            self._series_cache.clear()
+            self._study_cache.clear()
+
+    def _add(self, conn: Connection, rec: InstanceRecord, *,
+             replace: bool) -> tuple[AddResult, list[tuple[str, tuple[Any, ...]]]]:
         now = _now()
         pat, stu, ser, ins = rec.patient, rec.study, rec.series, rec.instance
         pid = pat["patient_id"]
         study_uid, series_uid, sop_uid = stu["study_instance_uid"], ser["series_instance_uid"], ins["sop_instance_uid"]
+        sop_class = ins["sop_class_uid"]
         result = AddResult(instance_id=0)
+        cache_updates: list[tuple[str, tuple[Any, ...]]] = []
 
-        old = self._locate(conn, I.c.sop_instance_uid == sop_uid)
-        if old is not None:
-            if not replace:
-                raise DuplicateInstance(sop_uid)
-            self._delete_instance_rows(conn, old.id, record_change=False)
-            result.replaced_blob_key = old.blob_key
+        if replace:
+            old = self._locate(conn, I.c.sop_instance_uid == sop_uid)
+            if old is not None:
+                self._delete_instance_rows(conn, old.id, record_change=False)
+                result.replaced_blob_key = old.blob_key
+                self.clear_cache()
 
         size = int(ins["size_bytes"])
-
-        # Patient: keyed by PatientID + issuer; the first-seen name and demographics are kept.
-        row = conn.execute(
-            select(P.c.id, P.c.patient_name).where(
-                P.c.patient_id == pid, P.c.issuer_of_patient_id == pat["issuer_of_patient_id"]
-            )
-        ).first()
-        if row is None:
-            patient_fk = conn.execute(
-                insert(P).values(
-                    public_id=identifiers.patient_public_id(pid), created_at=now, updated_at=now, **pat
-                )
-            ).inserted_primary_key[0]
-            conn.execute(
-                insert(CH).values(
-                    change_type="NewPatient", resource_type="Patient",
-                    public_id=identifiers.patient_public_id(pid), uid=pid, at=now,
-                )
-            )
+        with self._cache_lock:
+            cached_series = self._series_cache.get(series_uid)
+            cached_study = self._study_cache.get(study_uid)
+        if cached_series is not None and cached_series[3] == study_uid and cached_study is not None:
+            # The common case: another instance of a series we just wrote to.
+            series_fk, study_fk, patient_fk, _ = cached_series
+            known_classes: frozenset[str] = cached_study[2]
         else:
-            patient_fk = row.id
-            if row.patient_name != pat["patient_name"]:
-                result.patient_name_conflict = True
-
-        # Study
-        row = conn.execute(
-            select(ST.c.id, ST.c.patient_fk, ST.c.modalities_in_study, ST.c.sop_classes_in_study).where(
-                ST.c.study_instance_uid == study_uid
-            )
-        ).first()
-        study_public = identifiers.study_public_id(pid, study_uid)
-        if row is None:
-            study_fk = conn.execute(
-                insert(ST).values(
-                    patient_fk=patient_fk, public_id=study_public, created_at=now, updated_at=now,
-                    modalities_in_study=ser["modality"], sop_classes_in_study=ins["sop_class_uid"],
-                    num_series=0, num_instances=0, size_bytes=0, **stu,
-                    **{k: pat[k] for k in ("patient_id", "patient_name", "patient_name_key",
-                                           "patient_birth_date", "patient_sex", "issuer_of_patient_id")},
-                )
-            ).inserted_primary_key[0]
-            result.new_study = True
-            conn.execute(
-                update(P).where(P.c.id == patient_fk).values(num_studies=P.c.num_studies + 1, updated_at=now)
-            )
-            conn.execute(
-                insert(CH).values(change_type="NewStudy", resource_type="Study", public_id=study_public,
-                                  uid=study_uid, at=now)
-            )
-            modalities, sop_classes = ser["modality"], ins["sop_class_uid"]
-        else:
-            study_fk = row.id
-            modalities, sop_classes = row.modalities_in_study, row.sop_classes_in_study
-
-        # Series
-        row = conn.execute(
-            select(SE.c.id, SE.c.study_fk).where(SE.c.series_instance_uid == series_uid)
-        ).first()
-        series_public = identifiers.series_public_id(pid, study_uid, series_uid)
-        if row is None:
-            series_fk = conn.execute(
-                insert(SE).values(
-                    study_fk=study_fk, public_id=series_public, created_at=now, updated_at=now,
-                    num_instances=0, size_bytes=0, **ser,
-                )
-            ).inserted_primary_key[0]
-            result.new_series = True
-            conn.execute(
-                update(P).where(P.c.id == patient_fk).values(num_series=P.c.num_series + 1)
-            )
-            conn.execute(
-                insert(CH).values(change_type="NewSeries", resource_type="Series", public_id=series_public,
-                                  uid=series_uid, at=now)
-            )
-        else:
-            series_fk = row.id
-            if row.study_fk != study_fk:
-                raise IntegrityErrorLike(
-                    f"SeriesInstanceUID {series_uid} already belongs to another study"
-                )
+            patient_fk = self._ensure_patient(conn, pat, now, result)
+            study_fk, known_classes = self._ensure_study(conn, stu, pat, ser, ins, patient_fk, now, result)
+            series_fk = self._ensure_series(conn, ser, study_fk, patient_fk, pid, study_uid, now, result)
+            cache_updates.append((series_uid, (series_fk, study_fk, patient_fk, study_uid)))
 
         instance_public = identifiers.instance_public_id(pid, study_uid, series_uid, sop_uid)
         instance_id = conn.execute(
-            insert(I).values(
-                series_fk=series_fk, public_id=instance_public, received_at=now,
-                metadata_json=rec.metadata_json, **ins,
-            )
+            _INSERT_INSTANCE,
+            {"series_fk": series_fk, "public_id": instance_public, "received_at": now,
+             "metadata_json": rec.metadata_json, **ins},
         ).inserted_primary_key[0]
 
-        new_modalities = _join_multi(modalities, ser["modality"])
-        new_classes = _join_multi(sop_classes, ins["sop_class_uid"])
         study_values: dict[str, Any] = {
             "num_instances": ST.c.num_instances + 1,
             "size_bytes": ST.c.size_bytes + size,
@@ -246,38 +201,115 @@ class Index:
         }
         if result.new_series:
             study_values["num_series"] = ST.c.num_series + 1
-        if new_modalities != modalities:
-            study_values["modalities_in_study"] = new_modalities
-        if new_classes != sop_classes:
-            study_values["sop_classes_in_study"] = new_classes
-        conn.execute(update(ST).where(ST.c.id == study_fk).values(**study_values))
-        conn.execute(
-            update(SE).where(SE.c.id == series_fk).values(
-                num_instances=SE.c.num_instances + 1, size_bytes=SE.c.size_bytes + size, updated_at=now
-            )
-        )
-        conn.execute(
-            update(P).where(P.c.id == patient_fk).values(
-                num_instances=P.c.num_instances + 1, size_bytes=P.c.size_bytes + size, updated_at=now
-            )
-        )
-        conn.execute(
-            insert(CH).values(change_type="NewInstance", resource_type="Instance", public_id=instance_public,
-                              uid=sop_uid, at=now)
-        )
+            # Recomputed from the series rows, so that writers in other processes agree.
+            modalities = conn.execute(
+                select(SE.c.modality).distinct().where(SE.c.study_fk == study_fk)
+            ).scalars().all()
+            study_values["modalities_in_study"] = "\\".join(sorted(m for m in modalities if m))
+        if sop_class not in known_classes:
+            classes = set(conn.execute(
+                select(I.c.sop_class_uid).distinct().join(SE, SE.c.id == I.c.series_fk)
+                .where(SE.c.study_fk == study_fk)
+            ).scalars().all())
+            study_values["sop_classes_in_study"] = "\\".join(sorted(c for c in classes if c))
+            known_classes = frozenset(classes)
+        counts = {"_id": 0, "_size": size, "_now": now}
+        if len(study_values) == 3:  # no new series or SOP class: the prepared statement
+            conn.execute(_COUNT_STUDY, {**counts, "_id": study_fk})
+        else:
+            conn.execute(update(ST).where(ST.c.id == study_fk).values(**study_values))
+        conn.execute(_COUNT_SERIES, {**counts, "_id": series_fk})
+        if result.new_series or result.new_study:
+            pat_values: dict[str, Any] = {
+                "num_instances": P.c.num_instances + 1, "size_bytes": P.c.size_bytes + size, "updated_at": now,
+                "num_series": P.c.num_series + int(result.new_series),
+                "num_studies": P.c.num_studies + int(result.new_study),
+            }
+            conn.execute(update(P).where(P.c.id == patient_fk).values(**pat_values))
+        else:
+            conn.execute(_COUNT_PATIENT, {**counts, "_id": patient_fk})
+        conn.execute(_INSERT_CHANGE, {"change_type": "NewInstance", "resource_type": "Instance",
+                                      "public_id": instance_public, "uid": sop_uid, "detail": "", "at": now})
+        cache_updates.append((study_uid, (study_fk, patient_fk, known_classes)))
         result.instance_id = instance_id
         result.public_ids = {
             "patient": identifiers.patient_public_id(pid),
-            "study": study_public,
-            "series": series_public,
+            "study": identifiers.study_public_id(pid, study_uid),
+            "series": identifiers.series_public_id(pid, study_uid, series_uid),
             "instance": instance_public,
         }
-        return result
+        return result, cache_updates
+
+    def _ensure_patient(self, conn: Connection, pat: dict[str, Any], now: dt.datetime, result: AddResult) -> int:
+        """The patient row for PatientID + issuer; the first-seen name and demographics are kept."""
+        pid = pat["patient_id"]
+        row = conn.execute(
+            select(P.c.id, P.c.patient_name).where(
+                P.c.patient_id == pid, P.c.issuer_of_patient_id == pat["issuer_of_patient_id"]
+            )
+        ).first()
+        if row is not None:
+            if row.patient_name != pat["patient_name"]:
+                result.patient_name_conflict = True
+            return int(row.id)
+        public = identifiers.patient_public_id(pid)
+        fk = conn.execute(
+            insert(P).values(public_id=public, created_at=now, updated_at=now, num_studies=0, num_series=0,
+                             num_instances=0, size_bytes=0, **pat)
+        ).inserted_primary_key[0]
+        conn.execute(insert(CH).values(change_type="NewPatient", resource_type="Patient", public_id=public,
+                                       uid=pid, at=now))
+        return int(fk)
+
+    def _ensure_study(self, conn: Connection, stu: dict[str, Any], pat: dict[str, Any], ser: dict[str, Any],
+                      ins: dict[str, Any], patient_fk: int, now: dt.datetime,
+                      result: AddResult) -> tuple[int, frozenset[str]]:
+        study_uid = stu["study_instance_uid"]
+        row = conn.execute(
+            select(ST.c.id, ST.c.patient_fk, ST.c.sop_classes_in_study).where(ST.c.study_instance_uid == study_uid)
+        ).first()
+        if row is not None:
+            if row.patient_fk != patient_fk:
+                raise IntegrityErrorLike(f"StudyInstanceUID {study_uid} already belongs to another patient")
+            return int(row.id), frozenset(c for c in row.sop_classes_in_study.split("\\") if c)
+        public = identifiers.study_public_id(pat["patient_id"], study_uid)
+        fk = conn.execute(
+            insert(ST).values(
+                patient_fk=patient_fk, public_id=public, created_at=now, updated_at=now,
+                modalities_in_study=ser["modality"], sop_classes_in_study=ins["sop_class_uid"],
+                num_series=0, num_instances=0, size_bytes=0, **stu,
+                **{k: pat[k] for k in ("patient_id", "patient_name", "patient_name_key",
+                                       "patient_birth_date", "patient_sex", "issuer_of_patient_id")},
+            )
+        ).inserted_primary_key[0]
+        result.new_study = True
+        conn.execute(insert(CH).values(change_type="NewStudy", resource_type="Study", public_id=public,
+                                       uid=study_uid, at=now))
+        return int(fk), frozenset({ins["sop_class_uid"]})
+
+    def _ensure_series(self, conn: Connection, ser: dict[str, Any], study_fk: int, patient_fk: int, pid: str,
+                       study_uid: str, now: dt.datetime, result: AddResult) -> int:
+        series_uid = ser["series_instance_uid"]
+        row = conn.execute(select(SE.c.id, SE.c.study_fk).where(SE.c.series_instance_uid == series_uid)).first()
+        if row is not None:
+            if row.study_fk != study_fk:
+                raise IntegrityErrorLike(f"SeriesInstanceUID {series_uid} already belongs to another study")
+            return int(row.id)
+        public = identifiers.series_public_id(pid, study_uid, series_uid)
+        fk = conn.execute(
+            insert(SE).values(study_fk=study_fk, public_id=public, created_at=now, updated_at=now,
+                              num_instances=0, size_bytes=0, **ser)
+        ).inserted_primary_key[0]
+        result.new_series = True
+        conn.execute(insert(CH).values(change_type="NewSeries", resource_type="Series", public_id=public,
+                                       uid=series_uid, at=now))
+        return int(fk)
 
     # -- deletes --------------------------------------------------------------------------
 
     def delete(self, level: Level, public_id: str) -> list[str]:
         """Delete a resource and everything below it; returns the blob keys to remove."""
+        self.clear_cache()
         with self.write() as conn:
             table = {Level.PATIENT: P, Level.STUDY: ST, Level.SERIES: SE, Level.IMAGE: I}[level]
             row = conn.execute(select(table.c.id).where(table.c.public_id == public_id)).first()
@@ -296,6 +328,7 @@ class Index:
             return keys
 
     def delete_instance_by_id(self, instance_id: int) -> str | None:
+        self.clear_cache()
         with self.write() as conn:
             return self._delete_instance_rows(conn, instance_id, record_change=True)
 

@@ -300,17 +300,8 @@ class Archive:
             study_instance_uid=parsed.study_instance_uid, series_instance_uid=parsed.series_instance_uid,
             size_bytes=len(data),
         )
-        replace = False
-        if self.index.existing_instance(parsed.sop_instance_uid) is not None:
-            if self.duplicate_policy is DuplicatePolicy.KEEP_FIRST:
-                base.outcome = Outcome.DUPLICATE
-                base.reason = "SOP Instance already stored; the stored copy was kept"
-                return base
-            if self.duplicate_policy is DuplicatePolicy.REJECT:
-                raise Refused(RefusalCode.DUPLICATE_REJECTED,
-                              f"SOP Instance {parsed.sop_instance_uid} is already stored")
-            replace = True
-
+        # No look-up before writing: duplicates are rare, and the index insert detects them.
+        replace = self.duplicate_policy is DuplicatePolicy.OVERWRITE
         self._check_free_space(len(data))
         key = self.blobs.new_key()
         try:

@@ -15,7 +15,7 @@ from voxa.archive.attributes import Level
 from voxa.archive.index import Index, StoredLocation
 from voxa.archive.models import Instance, Patient, Series, Study
 
-P, ST, SE, I = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__
+P, ST, SE, IN = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__
 
 #: Orthanc's names for the four levels.
 ORTHANC_LEVEL = {Level.PATIENT: "Patient", Level.STUDY: "Study", Level.SERIES: "Series", Level.IMAGE: "Instance"}
@@ -45,30 +45,31 @@ def resolve_public_id(index: Index, public_id: str) -> ResourceRef:
     """The resource with this Orthanc-style ID, at whichever level it is."""
     public_id = public_id.strip()
     with index.read() as conn:
-        r = conn.execute(
-            select(I.c.sop_instance_uid, SE.c.series_instance_uid, ST.c.study_instance_uid, P.c.patient_id)
-            .join(SE, SE.c.id == I.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).join(P, P.c.id == ST.c.patient_fk)
-            .where(I.c.public_id == public_id)
+        ri = conn.execute(
+            select(IN.c.sop_instance_uid, SE.c.series_instance_uid, ST.c.study_instance_uid, P.c.patient_id)
+            .join(SE, SE.c.id == IN.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).join(P, P.c.id == ST.c.patient_fk)
+            .where(IN.c.public_id == public_id)
         ).first()
-        if r is not None:
-            return ResourceRef(Level.IMAGE, public_id, r.patient_id, r.study_instance_uid, r.series_instance_uid,
-                               r.sop_instance_uid)
-        r = conn.execute(
+        if ri is not None:
+            return ResourceRef(Level.IMAGE, public_id, ri.patient_id, ri.study_instance_uid,
+                               ri.series_instance_uid, ri.sop_instance_uid)
+        rs = conn.execute(
             select(SE.c.series_instance_uid, ST.c.study_instance_uid, P.c.patient_id)
             .join(ST, ST.c.id == SE.c.study_fk).join(P, P.c.id == ST.c.patient_fk)
             .where(SE.c.public_id == public_id)
         ).first()
-        if r is not None:
-            return ResourceRef(Level.SERIES, public_id, r.patient_id, r.study_instance_uid, r.series_instance_uid)
-        r = conn.execute(
+        if rs is not None:
+            return ResourceRef(Level.SERIES, public_id, rs.patient_id, rs.study_instance_uid,
+                               rs.series_instance_uid)
+        rt = conn.execute(
             select(ST.c.study_instance_uid, P.c.patient_id).join(P, P.c.id == ST.c.patient_fk)
             .where(ST.c.public_id == public_id)
         ).first()
-        if r is not None:
-            return ResourceRef(Level.STUDY, public_id, r.patient_id, r.study_instance_uid)
-        r = conn.execute(select(P.c.patient_id).where(P.c.public_id == public_id)).first()
-        if r is not None:
-            return ResourceRef(Level.PATIENT, public_id, r.patient_id)
+        if rt is not None:
+            return ResourceRef(Level.STUDY, public_id, rt.patient_id, rt.study_instance_uid)
+        rp = conn.execute(select(P.c.patient_id).where(P.c.public_id == public_id)).first()
+        if rp is not None:
+            return ResourceRef(Level.PATIENT, public_id, rp.patient_id)
     raise UnknownResource(f"no patient, study, series or instance with ID {public_id}")
 
 

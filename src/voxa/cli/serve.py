@@ -71,7 +71,7 @@ def run_server(settings: Any) -> None:
 
     signal.signal(signal.SIGTERM, _early_stop)
     signal.signal(signal.SIGINT, _early_stop)
-    runtime = Runtime.open(settings)
+    runtime = Runtime.open(settings, server=True)
     try:
         runtime.start_dicom()
     except OSError as e:

@@ -7,6 +7,7 @@ server runs; peers named in the configuration file are written there at start-up
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import delete, select, update
@@ -43,10 +44,16 @@ class PeerRegistry:
         self.index = index
         self._lock = threading.Lock()
         self._cache: list[PeerInfo] | None = None
+        self._loaded_at = 0.0
+
+    # Every association consults the registry; a short time-to-live keeps that off the
+    # database while changes made by another process (``voxa peer add``) still apply soon.
+    CACHE_TTL_S = 2.0
 
     def _load(self) -> list[PeerInfo]:
         with self._lock:
-            if self._cache is None:
+            if self._cache is None or time.monotonic() - self._loaded_at > self.CACHE_TTL_S:
+                self._loaded_at = time.monotonic()
                 with self.index.read() as conn:
                     rows = conn.execute(select(T).order_by(T.c.name)).all()
                 self._cache = [

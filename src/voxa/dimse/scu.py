@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pydicom
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
@@ -41,6 +43,10 @@ class PeerError(RuntimeError):
     """The peer could not be reached, refused the association, or answered with a failure."""
 
 
+class PeerTimeout(PeerError):
+    """The peer did not answer in time: no TCP connection, no association response, or no DIMSE response."""
+
+
 @dataclass
 class StoreReport:
     sent: int = 0
@@ -52,9 +58,14 @@ class StoreReport:
         return {"sent": self.sent, "warnings": self.warnings, "failed": self.failed, "failures": self.failures}
 
 
+_CONNECTION_TIMEOUT_S = 15.0
+_ACSE_TIMEOUT_S = 30.0
+
+
 def _ae(calling_aet: str) -> AE:
     ae = AE(ae_title=calling_aet)
-    ae.acse_timeout = 30
+    ae.connection_timeout = _CONNECTION_TIMEOUT_S
+    ae.acse_timeout = _ACSE_TIMEOUT_S
     ae.dimse_timeout = 120
     ae.network_timeout = 120
     ae.maximum_pdu_size = 0
@@ -63,16 +74,42 @@ def _ae(calling_aet: str) -> AE:
 
 @contextlib.contextmanager
 def associate(peer: PeerInfo, calling_aet: str, contexts: list[Any], **kwargs: Any) -> Iterator[Any]:
+    """An established association with ``peer``, released on exit.
+
+    Raises :class:`PeerTimeout` when the peer does not answer in time and :class:`PeerError`
+    when it cannot be reached, rejects the association or accepts none of ``contexts``.
+    """
     ae = _ae(calling_aet)
-    handlers = [(evt.EVT_CONN_OPEN, lambda e: set_nodelay(_assoc_socket(e.assoc)))]
+    seen: set[str] = set()
+
+    def _opened(event: evt.Event) -> None:
+        seen.add("open")
+        set_nodelay(_assoc_socket(event.assoc))
+
+    def _accepted(_event: evt.Event) -> None:
+        seen.add("accepted")
+
+    handlers: list[Any] = [(evt.EVT_CONN_OPEN, _opened), (evt.EVT_ACCEPTED, _accepted)]
+    where = f"{peer.aet} at {peer.host}:{peer.port}"
+    started = time.monotonic()
     try:
         assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.aet,
                              evt_handlers=handlers, **kwargs)
     except Exception as e:  # noqa: BLE001
-        raise PeerError(f"cannot connect to {peer.aet} at {peer.host}:{peer.port}: {e}") from None
+        raise PeerError(f"cannot connect to {where}: {e}") from None
     if not assoc.is_established:
-        why = "rejected the association" if assoc.is_rejected else "did not answer"
-        raise PeerError(f"{peer.aet} at {peer.host}:{peer.port} {why}")
+        elapsed = time.monotonic() - started
+        if assoc.is_rejected:
+            raise PeerError(f"{where} rejected the association (does it know the calling AE title {calling_aet}?)")
+        if "open" not in seen:
+            if elapsed >= _CONNECTION_TIMEOUT_S - 0.5:
+                raise PeerTimeout(f"cannot connect to {where}: no answer within {_CONNECTION_TIMEOUT_S:.0f} s")
+            raise PeerError(f"cannot connect to {where}: connection refused or host unreachable")
+        if "accepted" in seen:
+            raise PeerError(f"{where} accepted none of the proposed presentation contexts")
+        if elapsed >= _ACSE_TIMEOUT_S - 0.5:
+            raise PeerTimeout(f"{where} did not answer the association request within {_ACSE_TIMEOUT_S:.0f} s")
+        raise PeerError(f"{where} aborted the association request")
     try:
         yield assoc
     finally:
@@ -82,13 +119,13 @@ def associate(peer: PeerInfo, calling_aet: str, contexts: list[Any], **kwargs: A
 
 def echo(peer: PeerInfo, calling_aet: str) -> float:
     """C-ECHO; returns the round trip in milliseconds."""
-    import time
-
     with associate(peer, calling_aet, [build_context(Verification)]) as assoc:
         t = time.perf_counter()
         rsp = assoc.send_c_echo()
         ms = (time.perf_counter() - t) * 1000
-    if not rsp or rsp.get("Status") != 0:
+    if not rsp:
+        raise PeerTimeout(f"{peer.aet} did not answer the C-ECHO")
+    if rsp.get("Status") != 0:
         raise PeerError(f"{peer.aet} answered C-ECHO with status {rsp.get('Status') if rsp else 'none'}")
     return ms
 
@@ -148,19 +185,21 @@ def find(peer: PeerInfo, calling_aet: str, level: str, query: dict[str, str],
     ds = Dataset()
     ds.QueryRetrieveLevel = level.upper()
     for kw in return_keys:
-        setattr(ds, kw, "")
+        _set_key(ds, kw, "")
     for kw, value in query.items():
-        setattr(ds, kw, value)
+        _set_key(ds, kw, value)
     results: list[dict[str, Any]] = []
     with associate(peer, calling_aet, [build_context(model)]) as assoc:
         for status, identifier in assoc.send_c_find(ds, model):
             code = int(status.get("Status", 0xC000)) if status else None
-            if code in (0xFF00, 0xFF01) and identifier is not None:
-                results.append({e.keyword: _plain(e.value) for e in identifier if e.keyword})
+            if code in (0xFF00, 0xFF01):
+                if identifier is not None:
+                    results.append({e.keyword: _plain(e.value) for e in identifier if e.keyword})
+            elif code is None:
+                raise PeerTimeout(f"{peer.aet} did not answer the C-FIND")
             elif code != 0:
-                raise PeerError(f"{peer.aet} answered C-FIND with status "
-                                f"{'0x%04X' % code if code is not None else 'none'} "
-                                f"{status.get('ErrorComment', '') if status else ''}".strip())
+                raise PeerError(f"{peer.aet} answered C-FIND with status 0x{code:04X} "
+                                f"{status.get('ErrorComment', '')}".strip())
     return results
 
 
@@ -171,12 +210,12 @@ def move(peer: PeerInfo, calling_aet: str, destination_aet: str, level: str, que
     ds = Dataset()
     ds.QueryRetrieveLevel = level.upper()
     for kw, value in query.items():
-        setattr(ds, kw, value)
+        _set_key(ds, kw, value)
     last: dict[str, int] = {"completed": 0, "failed": 0, "warning": 0, "remaining": 0}
     with associate(peer, calling_aet, [build_context(model)]) as assoc:
         for status, _identifier in assoc.send_c_move(ds, destination_aet, model):
             if not status:
-                raise PeerError(f"{peer.aet} did not answer the C-MOVE")
+                raise PeerTimeout(f"{peer.aet} did not answer the C-MOVE")
             code = int(status.Status)
             last = {
                 "completed": int(status.get("NumberOfCompletedSuboperations", last["completed"]) or 0),
@@ -191,7 +230,8 @@ def move(peer: PeerInfo, calling_aet: str, destination_aet: str, level: str, que
             if code in (0xFF00, 0xFF01):
                 continue
             if code == 0xA801:
-                raise PeerError(f"{peer.aet} does not know the move destination {destination_aet}")
+                raise PeerError(f"{peer.aet} does not know the move destination {destination_aet} "
+                                "or cannot reach it (status 0xA801)")
             if code not in (0x0000, 0xB000):
                 raise PeerError(f"{peer.aet} answered C-MOVE with status 0x{code:04X} "
                                 f"{status.get('ErrorComment', '')}".strip())
@@ -227,6 +267,34 @@ def send_datasets(peer: PeerInfo, calling_aet: str, datasets: Iterable[Dataset],
             if progress:
                 progress(report.sent + report.failed)
     return report
+
+
+#: Keys every C-FIND at a level asks for unless the caller names its own, so that each match
+#: says what it is (a query on PatientID alone would otherwise return only the PatientID).
+DEFAULT_RETURN_KEYS: dict[str, tuple[str, ...]] = {
+    "PATIENT": ("PatientID", "PatientName", "PatientBirthDate", "PatientSex"),
+    "STUDY": ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "StudyTime", "AccessionNumber",
+              "StudyDescription", "ModalitiesInStudy"),
+    "SERIES": ("StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription"),
+    "IMAGE": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
+}
+
+
+_BINARY_VRS = frozenset({"US", "UL", "SS", "SL", "UV", "SV", "FL", "FD", "AT", "US or SS", "US or OW",
+                         "US or SS or OW"})
+
+
+def _set_key(ds: Dataset, keyword: str, value: Any) -> None:
+    """Set a query key; an unknown keyword is an error (setattr would silently make it a Python attribute)."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"{keyword!r} is not a DICOM attribute keyword")
+    vr = dictionary_VR(tag)
+    if value == "" and vr in _BINARY_VRS:
+        value = None  # a numeric return key is sent empty, as pydicom writes None
+    elif value in ("", None) and vr == "SQ":
+        value = []
+    setattr(ds, keyword, value)
 
 
 def _chain(first: list[Dataset], rest: Iterator[Dataset]) -> Iterator[Dataset]:

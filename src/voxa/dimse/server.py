@@ -12,14 +12,13 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pydicom
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
 from pynetdicom.sop_class import (
@@ -156,8 +155,7 @@ def _response_identifier(identifier: Dataset, level_text: str, values: dict[str,
             ds.add_new(elem.tag, elem.VR, text.split("\\"))
         else:
             ds.add_new(elem.tag, elem.VR, text)
-    if "RetrieveAETitle" in identifier or True:
-        ds.RetrieveAETitle = aet
+    ds.RetrieveAETitle = aet
     if non_ascii:
         ds.SpecificCharacterSet = "ISO_IR 192"
     return ds
@@ -396,11 +394,15 @@ class DicomServer:
     def on_n_create(self, event: evt.Event) -> tuple[Any, Dataset | None]:
         from voxa.dimse import worklist
 
+        if not self._allowed(event, "store"):  # MPPS comes from the modalities that store
+            return st.status_dataset(st.REFUSED_NOT_AUTHORIZED, "this AE may not report performed steps"), None
         return worklist.handle_mpps_create(self.archive.index, event)
 
     def on_n_set(self, event: evt.Event) -> tuple[Any, Dataset | None]:
         from voxa.dimse import worklist
 
+        if not self._allowed(event, "store"):
+            return st.status_dataset(st.REFUSED_NOT_AUTHORIZED, "this AE may not report performed steps"), None
         return worklist.handle_mpps_set(self.archive.index, event)
 
 
@@ -409,5 +411,3 @@ def quiet_pynetdicom() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
-_ = threading  # threads are pynetdicom's; imported for type clarity in subclasses
-_ = UID

@@ -79,16 +79,21 @@ JobFunction = Callable[[JobContext], dict[str, Any]]
 
 
 class JobManager:
-    def __init__(self, index: Index, *, workers: int = 2):
+    def __init__(self, index: Index, *, workers: int = 2, recover: bool = False):
         self.index = index
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxa-job")
         self._futures: dict[str, Future[None]] = {}
         self._cancel: set[str] = set()
         self._lock = threading.Lock()
-        self._recover()
+        if recover:
+            self.recover()
 
-    def _recover(self) -> None:
-        """Jobs left pending or running by a stopped server will never finish: say so."""
+    def recover(self) -> None:
+        """Jobs left pending or running by a stopped server will never finish: say so.
+
+        Only the server that runs the jobs may do this (``voxa serve`` at start-up): any
+        other process would fail the jobs of a server that is still running.
+        """
         with self.index.write() as conn:
             conn.execute(
                 update(T).where(T.c.state.in_(("pending", "running"))).values(
@@ -103,9 +108,9 @@ class JobManager:
         with self.index.write() as conn:
             conn.execute(T.insert().values(id=job_id, kind=kind, params_json=json.dumps(params), state="pending",
                                            stage="queued", progress=0.0, created_at=now, updated_at=now))
-        fut = self._pool.submit(self._run, job_id, fn)
         with self._lock:
-            self._futures[job_id] = fut
+            # Registered under the lock so that a job finishing at once still finds its entry.
+            self._futures[job_id] = self._pool.submit(self._run, job_id, fn)
         return job_id
 
     def _run(self, job_id: str, fn: JobFunction) -> None:
@@ -135,7 +140,15 @@ class JobManager:
 
     def _cancel_requested(self, job_id: str) -> bool:
         with self._lock:
-            return job_id in self._cancel
+            if job_id in self._cancel:
+                return True
+        # A cancel may come from another process (``voxa job cancel``): it sets the column.
+        with self.index.read() as conn:
+            flagged = conn.execute(select(T.c.cancel_requested).where(T.c.id == job_id)).scalar()
+        if flagged:
+            with self._lock:
+                self._cancel.add(job_id)
+        return bool(flagged)
 
     def cancel(self, job_id: str) -> JobView:
         view = self.get(job_id)
