@@ -32,7 +32,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     from voxa.web.routes import system
 
     app.include_router(system.router)
-    for name in ("peers", "jobs", "worklist"):
+    # Route modules, each with a ``router``; a module that does not exist yet is skipped.
+    for name in ("peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "ohif"):
         module = _optional_route_module(name)
         if module is not None:
             app.include_router(module.router)
