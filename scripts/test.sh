@@ -19,16 +19,28 @@ export VOXA_REQUIRE_INTEROP=1
 export PYTHONDONTWRITEBYTECODE=1
 mkdir -p test-artifacts
 
-echo "[test] .venv/bin/python -m pytest $*" >&2
-set +e
-"$ROOT/.venv/bin/python" -m pytest -p no:cacheprovider \
-    --junitxml "$ROOT/test-artifacts/junit.xml" "$@"
-rc=$?
-set -e
+run_pytest() {
+    echo "[test] .venv/bin/python -m pytest $*" >&2
+    set +e
+    "$ROOT/.venv/bin/python" -m pytest -p no:cacheprovider "$@"
+    local rc=$?
+    set -e
+    case $rc in
+        0) echo "[test] OK: all tests passed" >&2 ;;
+        5) echo "[test] FAILED: pytest collected no tests (exit code 5); check the test paths and selection" >&2 ;;
+        *) echo "[test] FAILED: pytest exit code $rc" >&2 ;;
+    esac
+    return $rc
+}
 
-case $rc in
-    0) echo "[test] OK: all tests passed" >&2 ;;
-    5) echo "[test] FAILED: pytest collected no tests (exit code 5); check the test paths and selection" >&2 ;;
-    *) echo "[test] FAILED: pytest exit code $rc" >&2 ;;
-esac
-exit $rc
+if [ $# -gt 0 ]; then
+    run_pytest --junitxml "$ROOT/test-artifacts/junit.xml" "$@"
+    exit $?
+fi
+
+# The whole suite (archive tests run on SQLite and PostgreSQL by parametrization) ...
+run_pytest --junitxml "$ROOT/test-artifacts/junit.xml" || exit $?
+# ... then the server-level tests again with PostgreSQL as the index of every test server.
+echo "[test] second pass: DIMSE, HTTP and DCMTK tests with a PostgreSQL index" >&2
+VOXA_TEST_DATABASE=postgresql run_pytest --junitxml "$ROOT/test-artifacts/junit-postgresql.xml" \
+    tests/dimse tests/web tests/interop/test_dcmtk.py

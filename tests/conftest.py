@@ -25,6 +25,7 @@ runs the rest).
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -137,15 +138,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def voxa_factory(tmp_path: Path) -> Iterator[Any]:
+def voxa_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     """Start in-process Voxa servers: ``voxa_factory(database_url=None, aet="VOXA", peers=[...],
-    accept_unknown_peers=False, http=False, **settings) -> VoxaInstance``; stopped at test end."""
+    accept_unknown_peers=False, http=False, **settings) -> VoxaInstance``; stopped at test end.
+
+    Without a ``database_url`` the index is SQLite, or a fresh PostgreSQL database when the
+    environment says ``VOXA_TEST_DATABASE=postgresql`` (scripts/test.sh runs the server tests
+    a second time that way)."""
     from support.voxa import start_voxa
 
     started: list[Any] = []
     counter = itertools.count()
+    use_postgres = os.environ.get("VOXA_TEST_DATABASE") == "postgresql"
 
     def factory(**kwargs: Any) -> Any:
+        if use_postgres and not kwargs.get("database_url"):
+            server: PostgresServer = request.getfixturevalue("postgres_server")
+            kwargs["database_url"] = server.create_database(f"voxa_test_{next(_database_numbers)}")
         data_dir = kwargs.pop("data_dir", None) or tmp_path / f"voxa{next(counter)}"
         inst = start_voxa(data_dir, **kwargs)
         started.append(inst)

@@ -205,15 +205,19 @@ def test_cli_echo_find_move_store(voxa_factory: Any, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("VOXA_CONFIG", raising=False)
     runner = CliRunner(env={"VOXA_AET": b.aet})
 
+    where = ["--data-dir", str(b.data_dir)]
+    if b.runtime.settings.database_url:  # the PostgreSQL pass: the CLI must open the same index
+        where += ["--database-url", b.runtime.settings.database_url]
+
     def voxa(*args: str) -> Any:
-        return runner.invoke(main, [*args, "--data-dir", str(b.data_dir)], catch_exceptions=False)
+        return runner.invoke(main, [*args, *where], catch_exceptions=False)
 
     r = voxa("echo", "a")
     assert r.exit_code == 0 and "C-ECHO ok" in r.stdout
     r = voxa("echo", "VOXAA", "--host", LOCALHOST)
     assert r.exit_code == 2  # PEER or --host, not both
     r = runner.invoke(main, ["echo", "--host", LOCALHOST, "--port", str(a.dicom_port), "--aet", a.aet,
-                             "--calling-aet", b.aet, "--data-dir", str(b.data_dir)])
+                             "--calling-aet", b.aet, *where])
     assert r.exit_code == 0, r.output
     r = voxa("echo", "nobody")
     assert r.exit_code == 1 and "no peer named or titled 'nobody'" in r.output
