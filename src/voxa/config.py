@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         500, description="Refuse new instances (storage full status) when less than this is free on the data disk."
     )
     fsync: bool = Field(True, description="fsync each file and its folder before acknowledging (durable store).")
+    qido_max_results: int = Field(1000, description="Most results one QIDO-RS or REST query returns (a Warning header says when cut).")
+    rendered_cache_mb: int = Field(512, description="Disk space for cached rendered frames and thumbnails (MB; 0 disables the cache).")
+    ohif_dir: Path | None = Field(
+        None, description="Folder of the prebuilt OHIF viewer (default: third_party/ohif/dist in the source tree)."
+    )
     profile: str = Field("production", description="'production' or 'demo' (demo studies, unknown peers accepted).")
     log_level: str = Field("INFO")
     config_file: Path | None = Field(None, description="TOML file the settings were read from.")

@@ -57,4 +57,4 @@ class Runtime:
             self.dicom.stop(grace_s)
             self.dicom = None
         self.jobs.shutdown()
-        self.archive.index.engine.dispose()
+        self.archive.close()

@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -255,6 +256,14 @@ def _check_complete(data: bytes, offset: int, transfer_syntax: str) -> None:
         raise Refused(RefusalCode.CORRUPT, f"corrupt or truncated DICOM file: {e}") from None
 
 
+def _settle(fut: Future[Any]) -> None:
+    """Wait for a background write, whatever its outcome, before cleaning up after it."""
+    try:
+        fut.result()
+    except BaseException:  # noqa: BLE001
+        pass
+
+
 class Archive:
     """Storage + index: the archive's single write path and its deletions."""
 
@@ -266,6 +275,7 @@ class Archive:
         self.min_free_bytes = min_free_bytes
         self._listeners: list[IngestListener] = []
         self._free_check_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=8, thread_name_prefix="voxa-blob-write")
         self._bytes_since_free_check = 1 << 62
 
     def add_listener(self, fn: IngestListener) -> None:
@@ -304,11 +314,9 @@ class Archive:
         replace = self.duplicate_policy is DuplicatePolicy.OVERWRITE
         self._check_free_space(len(data))
         key = self.blobs.new_key()
-        try:
-            self.blobs.put(key, (data,))
-        except OSError as e:
-            raise Refused(RefusalCode.STORAGE_ERROR, f"could not write the file: {e.strerror or e}") from None
-
+        # The durable write (write, fdatasync, rename, fsync the folder) waits on the disk
+        # with the GIL released: start it first and build the index record meanwhile.
+        written = self._writer.submit(self.blobs.put, key, (data,))
         try:
             record = extract_record(
                 parsed.dataset, size=len(data), blob_key=key, transfer_syntax=parsed.transfer_syntax,
@@ -319,6 +327,17 @@ class Archive:
                 instance_json(parsed.dataset, parsed.study_instance_uid, parsed.series_instance_uid,
                               parsed.sop_instance_uid)
             )
+        except BaseException:
+            _settle(written)
+            self.blobs.delete(key)
+            raise
+        try:
+            written.result()
+        except OSError as e:
+            self.blobs.delete(key)
+            raise Refused(RefusalCode.STORAGE_ERROR, f"could not write the file: {e.strerror or e}") from None
+
+        try:
             added = self.index.add(record, replace=replace)
         except DuplicateInstance:
             self.blobs.delete(key)
@@ -360,6 +379,10 @@ class Archive:
                     f"storage full: {free // (1024 * 1024)} MB free, at least "
                     f"{self.min_free_bytes // (1024 * 1024)} MB must stay free",
                 )
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self.index.engine.dispose()
 
     # -- delete ---------------------------------------------------------------------------
 
