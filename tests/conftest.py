@@ -28,8 +28,8 @@ import itertools
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 

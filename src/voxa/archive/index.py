@@ -20,14 +20,14 @@ from sqlalchemy.exc import IntegrityError
 
 from voxa.archive import identifiers
 from voxa.archive.attributes import Level
-from voxa.archive.models import Change, Instance, Patient, Series, Study
+from voxa.archive.models import Change, Instance, Patient, Series, Study, table_of
 
-P, ST, SE, I, CH = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__, Change.__table__
+P, ST, SE, IN, CH = table_of(Patient), table_of(Study), table_of(Series), table_of(Instance), table_of(Change)
 
 
 # Statements of the ingest hot path, built once: constructing them per call costs more
 # than executing them on SQLite.
-_INSERT_INSTANCE = insert(I)
+_INSERT_INSTANCE = insert(IN)
 _INSERT_CHANGE = insert(CH)
 _COUNT_STUDY = update(ST).where(ST.c.id == bindparam("_id")).values(
     num_instances=ST.c.num_instances + 1, size_bytes=ST.c.size_bytes + bindparam("_size"),
@@ -121,7 +121,7 @@ class Index:
 
     def existing_instance(self, sop_instance_uid: str) -> StoredLocation | None:
         with self.read() as conn:
-            return self._locate(conn, I.c.sop_instance_uid == sop_instance_uid)
+            return self._locate(conn, IN.c.sop_instance_uid == sop_instance_uid)
 
     def add(self, rec: InstanceRecord, *, replace: bool = False) -> AddResult:
         """Insert one instance (creating patient/study/series rows as needed) and update counts.
@@ -147,7 +147,7 @@ class Index:
                 if attempt == 2:
                     raise
                 with self.read() as conn:
-                    if not replace and self._locate(conn, I.c.sop_instance_uid == rec.sop_instance_uid):
+                    if not replace and self._locate(conn, IN.c.sop_instance_uid == rec.sop_instance_uid):
                         raise DuplicateInstance(rec.sop_instance_uid) from None
         raise AssertionError("unreachable")
 
@@ -167,7 +167,7 @@ class Index:
         cache_updates: list[tuple[str, tuple[Any, ...]]] = []
 
         if replace:
-            old = self._locate(conn, I.c.sop_instance_uid == sop_uid)
+            old = self._locate(conn, IN.c.sop_instance_uid == sop_uid)
             if old is not None:
                 self._delete_instance_rows(conn, old.id, record_change=False)
                 result.replaced_blob_key = old.blob_key
@@ -192,7 +192,7 @@ class Index:
             _INSERT_INSTANCE,
             {"series_fk": series_fk, "public_id": instance_public, "received_at": now,
              "metadata_json": rec.metadata_json, **ins},
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
 
         study_values: dict[str, Any] = {
             "num_instances": ST.c.num_instances + 1,
@@ -208,7 +208,7 @@ class Index:
             study_values["modalities_in_study"] = "\\".join(sorted(m for m in modalities if m))
         if sop_class not in known_classes:
             classes = set(conn.execute(
-                select(I.c.sop_class_uid).distinct().join(SE, SE.c.id == I.c.series_fk)
+                select(IN.c.sop_class_uid).distinct().join(SE, SE.c.id == IN.c.series_fk)
                 .where(SE.c.study_fk == study_fk)
             ).scalars().all())
             study_values["sop_classes_in_study"] = "\\".join(sorted(c for c in classes if c))
@@ -256,7 +256,7 @@ class Index:
         fk = conn.execute(
             insert(P).values(public_id=public, created_at=now, updated_at=now, num_studies=0, num_series=0,
                              num_instances=0, size_bytes=0, **pat)
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
         conn.execute(insert(CH).values(change_type="NewPatient", resource_type="Patient", public_id=public,
                                        uid=pid, at=now))
         return int(fk)
@@ -281,7 +281,7 @@ class Index:
                 **{k: pat[k] for k in ("patient_id", "patient_name", "patient_name_key",
                                        "patient_birth_date", "patient_sex", "issuer_of_patient_id")},
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
         result.new_study = True
         conn.execute(insert(CH).values(change_type="NewStudy", resource_type="Study", public_id=public,
                                        uid=study_uid, at=now))
@@ -299,7 +299,7 @@ class Index:
         fk = conn.execute(
             insert(SE).values(study_fk=study_fk, public_id=public, created_at=now, updated_at=now,
                               num_instances=0, size_bytes=0, **ser)
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
         result.new_series = True
         conn.execute(insert(CH).values(change_type="NewSeries", resource_type="Series", public_id=public,
                                        uid=series_uid, at=now))
@@ -311,7 +311,7 @@ class Index:
         """Delete a resource and everything below it; returns the blob keys to remove."""
         self.clear_cache()
         with self.write() as conn:
-            table = {Level.PATIENT: P, Level.STUDY: ST, Level.SERIES: SE, Level.IMAGE: I}[level]
+            table = {Level.PATIENT: P, Level.STUDY: ST, Level.SERIES: SE, Level.IMAGE: IN}[level]
             row = conn.execute(select(table.c.id).where(table.c.public_id == public_id)).first()
             if row is None:
                 raise NotFound(f"no {level.value.lower()} with ID {public_id}")
@@ -333,15 +333,15 @@ class Index:
             return self._delete_instance_rows(conn, instance_id, record_change=True)
 
     def _instance_ids_under(self, conn: Connection, level: Level, row_id: int) -> list[int]:
-        q = select(I.c.id)
+        q = select(IN.c.id)
         if level is Level.IMAGE:
-            q = q.where(I.c.id == row_id)
+            q = q.where(IN.c.id == row_id)
         elif level is Level.SERIES:
-            q = q.where(I.c.series_fk == row_id)
+            q = q.where(IN.c.series_fk == row_id)
         elif level is Level.STUDY:
-            q = q.join(SE, SE.c.id == I.c.series_fk).where(SE.c.study_fk == row_id)
+            q = q.join(SE, SE.c.id == IN.c.series_fk).where(SE.c.study_fk == row_id)
         else:
-            q = q.join(SE, SE.c.id == I.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).where(
+            q = q.join(SE, SE.c.id == IN.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).where(
                 ST.c.patient_fk == row_id
             )
         return [r.id for r in conn.execute(q)]
@@ -349,25 +349,25 @@ class Index:
     def _delete_instance_rows(self, conn: Connection, instance_id: int, *, record_change: bool) -> str | None:
         row = conn.execute(
             select(
-                I.c.id, I.c.blob_key, I.c.size_bytes, I.c.public_id, I.c.sop_instance_uid, I.c.sop_class_uid,
+                IN.c.id, IN.c.blob_key, IN.c.size_bytes, IN.c.public_id, IN.c.sop_instance_uid, IN.c.sop_class_uid,
                 SE.c.id.label("series_id"), SE.c.public_id.label("series_public"),
                 SE.c.series_instance_uid, ST.c.id.label("study_id"), ST.c.public_id.label("study_public"),
                 ST.c.study_instance_uid, ST.c.patient_fk,
             )
-            .join(SE, SE.c.id == I.c.series_fk)
+            .join(SE, SE.c.id == IN.c.series_fk)
             .join(ST, ST.c.id == SE.c.study_fk)
-            .where(I.c.id == instance_id)
+            .where(IN.c.id == instance_id)
         ).first()
         if row is None:
             return None
         now = _now()
-        conn.execute(delete(I).where(I.c.id == instance_id))
+        conn.execute(delete(IN).where(IN.c.id == instance_id))
         if record_change:
             conn.execute(insert(CH).values(change_type="DeletedInstance", resource_type="Instance",
                                            public_id=row.public_id, uid=row.sop_instance_uid, at=now))
         size = row.size_bytes
         remaining_in_series = conn.execute(
-            select(func.count()).select_from(I).where(I.c.series_fk == row.series_id)
+            select(func.count()).select_from(IN).where(IN.c.series_fk == row.series_id)
         ).scalar_one()
         series_gone = remaining_in_series == 0
         if series_gone:
@@ -390,7 +390,7 @@ class Index:
         else:
             modalities = "\\".join(sorted({r.modality for r in remaining_series if r.modality}))
             classes = conn.execute(
-                select(I.c.sop_class_uid).distinct().join(SE, SE.c.id == I.c.series_fk)
+                select(IN.c.sop_class_uid).distinct().join(SE, SE.c.id == IN.c.series_fk)
                 .where(SE.c.study_fk == row.study_id)
             ).scalars().all()
             conn.execute(update(ST).where(ST.c.id == row.study_id).values(
@@ -420,8 +420,8 @@ class Index:
     def _locate(self, conn: Connection, where: Any) -> StoredLocation | None:
         row = conn.execute(
             select(
-                I.c.id, I.c.public_id, I.c.sop_instance_uid, I.c.sop_class_uid, I.c.transfer_syntax_uid,
-                I.c.blob_key, I.c.size_bytes, I.c.dataset_offset,
+                IN.c.id, IN.c.public_id, IN.c.sop_instance_uid, IN.c.sop_class_uid, IN.c.transfer_syntax_uid,
+                IN.c.blob_key, IN.c.size_bytes, IN.c.dataset_offset,
             ).where(where)
         ).first()
         if row is None:
@@ -433,11 +433,11 @@ class Index:
         """Stored instances under a study, series or instance (ordered by series, instance number)."""
         q = (
             select(
-                I.c.id, I.c.public_id, I.c.sop_instance_uid, I.c.sop_class_uid, I.c.transfer_syntax_uid,
-                I.c.blob_key, I.c.size_bytes, I.c.dataset_offset,
+                IN.c.id, IN.c.public_id, IN.c.sop_instance_uid, IN.c.sop_class_uid, IN.c.transfer_syntax_uid,
+                IN.c.blob_key, IN.c.size_bytes, IN.c.dataset_offset,
                 ST.c.study_instance_uid, SE.c.series_instance_uid,
             )
-            .join(SE, SE.c.id == I.c.series_fk)
+            .join(SE, SE.c.id == IN.c.series_fk)
             .join(ST, ST.c.id == SE.c.study_fk)
         )
         if study_uid:
@@ -445,16 +445,16 @@ class Index:
         if series_uid:
             q = q.where(SE.c.series_instance_uid == series_uid)
         if sop_uid:
-            q = q.where(I.c.sop_instance_uid == sop_uid)
+            q = q.where(IN.c.sop_instance_uid == sop_uid)
         if instance_ids is not None:
-            q = q.where(I.c.id.in_(instance_ids))
-        q = q.order_by(SE.c.series_number, SE.c.id, I.c.instance_number, I.c.id)
+            q = q.where(IN.c.id.in_(instance_ids))
+        q = q.order_by(SE.c.series_number, SE.c.id, IN.c.instance_number, IN.c.id)
         with self.read() as conn:
             return [StoredLocation(**r._asdict()) for r in conn.execute(q)]
 
     def all_blob_keys(self) -> dict[str, int]:
         with self.read() as conn:
-            return {r.blob_key: r.id for r in conn.execute(select(I.c.blob_key, I.c.id))}
+            return {r.blob_key: r.id for r in conn.execute(select(IN.c.blob_key, IN.c.id))}
 
     def last_change_seq(self) -> int:
         with self.read() as conn:
@@ -468,9 +468,9 @@ class Index:
     def statistics(self) -> dict[str, int]:
         with self.read() as conn:
             counts = {}
-            for name, table in (("patients", P), ("studies", ST), ("series", SE), ("instances", I)):
+            for name, table in (("patients", P), ("studies", ST), ("series", SE), ("instances", IN)):
                 counts[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-            counts["size_bytes"] = int(conn.execute(select(func.coalesce(func.sum(I.c.size_bytes), 0))).scalar_one())
+            counts["size_bytes"] = int(conn.execute(select(func.coalesce(func.sum(IN.c.size_bytes), 0))).scalar_one())
             return counts
 
 

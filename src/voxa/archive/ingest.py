@@ -14,8 +14,8 @@ import hashlib
 import io
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.multival import MultiValue
+from pydicom.uid import UID
 
 from voxa import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from voxa.archive.attributes import ATTRIBUTES, Kind, Level
@@ -159,10 +160,10 @@ def build_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: 
                     source_aet: str = "") -> bytes:
     """Part-10 preamble and file meta group for a dataset received over the network."""
     meta = pydicom.dataset.FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     if source_aet:
         meta.SourceApplicationEntityTitle = source_aet

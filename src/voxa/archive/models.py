@@ -10,6 +10,7 @@ fuzzy matching.  Multi-valued study attributes are stored backslash-joined.
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     func,
 )
@@ -255,3 +257,8 @@ class Job(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=_now, onupdate=func.now()
     )
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a model, typed as such (``__table__`` is typed as a FromClause)."""
+    return cast(Table, model.__table__)

@@ -24,11 +24,11 @@ from voxa.archive.attributes import (
     Level,
 )
 from voxa.archive.index import Index
-from voxa.archive.models import Instance, Patient, Series, Study
+from voxa.archive.models import Instance, Patient, Series, Study, table_of
 from voxa.dicom.names import person_name_key
 
-P, ST, SE, I = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__
-_TABLE = {Level.PATIENT: P, Level.STUDY: ST, Level.SERIES: SE, Level.IMAGE: I}
+P, ST, SE, IN = table_of(Patient), table_of(Study), table_of(Series), table_of(Instance)
+_TABLE = {Level.PATIENT: P, Level.STUDY: ST, Level.SERIES: SE, Level.IMAGE: IN}
 
 
 class QueryError(ValueError):
@@ -186,15 +186,16 @@ def build_select(q: Query) -> Select[Any]:
         columns.append(col.label(attr.keyword))
     stmt = select(*columns).select_from(table)
     if level is Level.IMAGE:
-        stmt = stmt.join(SE, SE.c.id == I.c.series_fk).join(ST, ST.c.id == SE.c.study_fk)
+        stmt = stmt.join(SE, SE.c.id == IN.c.series_fk).join(ST, ST.c.id == SE.c.study_fk)
     elif level is Level.SERIES:
         stmt = stmt.join(ST, ST.c.id == SE.c.study_fk)
     conds: list[ColumnElement[bool]] = []
     for raw_keyword, value in q.filters.items():
         keyword = _ALIASES.get(level, {}).get(raw_keyword, raw_keyword)
-        attr = BY_KEYWORD.get(keyword)
-        if attr is None:
+        found = BY_KEYWORD.get(keyword)
+        if found is None:
             continue  # not indexed: matches universally, as Orthanc and PS3.4 optional keys do
+        attr = found
         if attr.level.depth > level.depth:
             continue  # keys below the query level are not matched (PS3.4 C.2.2.1)
         if level is Level.PATIENT and attr.level is not Level.PATIENT:
@@ -210,13 +211,13 @@ def build_select(q: Query) -> Select[Any]:
             conds.append(c)
     if conds:
         stmt = stmt.where(and_(*conds))
-    order = {
+    orders: dict[Level, list[Any]] = {
         Level.PATIENT: [P.c.id],
         Level.STUDY: [ST.c.study_date.desc(), ST.c.study_time.desc(), ST.c.id],
         Level.SERIES: [SE.c.series_number, SE.c.id],
-        Level.IMAGE: [I.c.instance_number, I.c.id],
-    }[level]
-    stmt = stmt.order_by(*order)
+        Level.IMAGE: [IN.c.instance_number, IN.c.id],
+    }
+    stmt = stmt.order_by(*orders[level])
     if q.offset:
         stmt = stmt.offset(q.offset)
     if q.limit is not None:
@@ -273,15 +274,15 @@ def matching_instance_ids(index: Index, level: Level, filters: dict[str, str]) -
     if not matches:
         return []
     ids = [m.row_id for m in matches]
-    stmt = select(I.c.id)
+    stmt = select(IN.c.id)
     if level is Level.IMAGE:
-        stmt = stmt.where(I.c.id.in_(ids))
+        stmt = stmt.where(IN.c.id.in_(ids))
     elif level is Level.SERIES:
-        stmt = stmt.where(I.c.series_fk.in_(ids))
+        stmt = stmt.where(IN.c.series_fk.in_(ids))
     elif level is Level.STUDY:
-        stmt = stmt.join(SE, SE.c.id == I.c.series_fk).where(SE.c.study_fk.in_(ids))
+        stmt = stmt.join(SE, SE.c.id == IN.c.series_fk).where(SE.c.study_fk.in_(ids))
     else:
-        stmt = stmt.join(SE, SE.c.id == I.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).where(
+        stmt = stmt.join(SE, SE.c.id == IN.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).where(
             ST.c.patient_fk.in_(ids))
     with index.read() as conn:
         return [r.id for r in conn.execute(stmt)]

@@ -13,9 +13,9 @@ from sqlalchemy import select
 
 from voxa.archive.attributes import Level
 from voxa.archive.index import Index, StoredLocation
-from voxa.archive.models import Instance, Patient, Series, Study
+from voxa.archive.models import Instance, Patient, Series, Study, table_of
 
-P, ST, SE, IN = Patient.__table__, Study.__table__, Series.__table__, Instance.__table__
+P, ST, SE, IN = table_of(Patient), table_of(Study), table_of(Series), table_of(Instance)
 
 #: Orthanc's names for the four levels.
 ORTHANC_LEVEL = {Level.PATIENT: "Patient", Level.STUDY: "Study", Level.SERIES: "Series", Level.IMAGE: "Instance"}

@@ -83,7 +83,7 @@ def _element_json(elem: DataElement, base: str) -> dict[str, Any]:
         vals = _values(value)
         if not vals:
             return {"vr": vr}
-        out = []
+        out: list[dict[str, str] | None] = []
         for v in vals:
             text = str(v)
             if not text:

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import delete, select, update
 
 from voxa.archive.index import Index
-from voxa.archive.models import Peer
+from voxa.archive.models import Peer, table_of
 from voxa.config import PeerSettings
 from voxa.dicom.uids import validate_ae_title
 
-T = Peer.__table__
+T = table_of(Peer)
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,10 @@ class PeerRegistry:
         for p in self._load():
             if p.name == name_or_aet:
                 return p
-        p = self.by_aet(name_or_aet)
-        if p is None:
+        found = self.by_aet(name_or_aet)
+        if found is None:
             raise UnknownPeer(f"no peer named or titled {name_or_aet!r}")
-        return p
+        return found
 
     def aet_titles(self) -> list[str]:
         return [p.aet for p in self._load()]
@@ -126,6 +126,6 @@ class PeerRegistry:
         for p in peers:
             self.put(PeerInfo(p.name, p.aet, p.host, p.port, p.allow_store, p.allow_find, p.allow_move,
                               from_config=True))
-        for p in self.all():
-            if p.from_config and p.name not in wanted:
-                self.remove(p.name)
+        for known in self.all():
+            if known.from_config and known.name not in wanted:
+                self.remove(known.name)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from voxa.archive.attributes import Kind
 from voxa.archive.index import Index
-from voxa.archive.models import PerformedProcedureStep, WorklistItem
+from voxa.archive.models import PerformedProcedureStep, WorklistItem, table_of
 from voxa.archive.query import QueryError, clause_for
 from voxa.dicom.names import person_name_key
 from voxa.dicom.uids import validate_ae_title, validate_uid
@@ -42,8 +42,8 @@ from voxa.dimse import status as st
 log = logging.getLogger(__name__)
 
 # Typed as Table so that mypy accepts them in insert/update/delete.
-W = cast(Table, WorklistItem.__table__)
-PPS = cast(Table, PerformedProcedureStep.__table__)
+W = cast(Table, table_of(WorklistItem))
+PPS = cast(Table, table_of(PerformedProcedureStep))
 
 SCHEDULED = "SCHEDULED"
 IN_PROGRESS = "IN PROGRESS"

@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import select, update
 
 from voxa.archive.index import Index
-from voxa.archive.models import Job
+from voxa.archive.models import Job, table_of
 
 log = logging.getLogger(__name__)
-T = Job.__table__
+T = table_of(Job)
 
 TERMINAL = ("success", "failure", "cancelled")
 
