@@ -13,6 +13,8 @@
 # 2. A virtual environment in <repo>/.venv with `pip install -e '.[test]'`.
 #    pip runs only when pyproject.toml (or the interpreter) changed since the
 #    last successful install.
+# 3. The prebuilt OHIF viewer (@ohif/app, pinned) in third_party/ohif/dist, through
+#    scripts/install_ohif.sh (npm pack from the npm registry; skipped when installed).
 #
 # Idempotent: a second run is a quick no-op.
 #
@@ -22,6 +24,7 @@
 #                                  /usr/bin/python3 that is >= 3.11 with venv)
 #   VOXA_SKIP_APT=1                never touch system packages
 #   VOXA_FORCE_PIP=1               reinstall the Python packages even if unchanged
+#   VOXA_SKIP_OHIF=1               do not install the OHIF viewer
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -265,6 +268,16 @@ setup_venv() {
     log "python packages: installed"
 }
 
+install_ohif() {
+    # the prebuilt OHIF viewer served at /ohif/ (third_party/ohif/dist, git-ignored); a no-op when installed
+    if [[ "${VOXA_SKIP_OHIF:-0}" == "1" ]]; then
+        log "VOXA_SKIP_OHIF=1: not installing the OHIF viewer"
+        return 0
+    fi
+    bash "$ROOT/scripts/install_ohif.sh" || die "installing the OHIF viewer failed (scripts/install_ohif.sh; VOXA_SKIP_OHIF=1 skips it)"
+}
+
 install_system_packages
 setup_venv
+install_ohif
 log "done in $((SECONDS - START_S)) s ($ROOT/.venv, $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'))"

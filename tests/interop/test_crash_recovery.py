@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from support import free_port
 from support.dcmtk import require_dcmtk
 from support.dicomfiles import dataset_bytes
+
 from voxa.archive import open_archive
 from voxa.archive.check import check
 from voxa.config import Settings

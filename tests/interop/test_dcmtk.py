@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
 from support import free_port
 from support.dcmtk import require_dcmtk, run_dcmtk
 from support.dicomfiles import dataset_bytes
+
 from voxa.config import PeerSettings
 from voxa.testing.synthetic import small_ct, tiny_study, write_study
 

@@ -9,15 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import free_port
 from support.dcmtk import require_dcmtk
+from test_crash_recovery import _start  # noqa: E402  (same start-up helper)
+
 from voxa.archive import open_archive
 from voxa.archive.check import check
 from voxa.config import Settings
 from voxa.testing.synthetic import tiny_study, write_study
-
-from test_crash_recovery import _start  # noqa: E402  (same start-up helper)
 
 
 @pytest.mark.slow

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support.ports import free_port
 from voxa.config import PeerSettings, Settings
 from voxa.runtime import Runtime
-
-from support.ports import free_port
 
 
 @dataclass

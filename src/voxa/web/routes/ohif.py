@@ -336,7 +336,7 @@ def ohif_app_config() -> Response:
 def ohif_files(rel: str, request: Request) -> Response:
     """A file of the viewer build, or ``index.html`` for one of the app's routes."""
     dist = ohif_dir(getattr(getattr(request.app.state, "runtime", None), "settings", None))
-    if installed_version(dist) is None:
+    if not (dist / "index.html").is_file():
         return _not_installed(dist)
     path = _resolve(dist, rel)
     if path is not None and path.name != "index.html":
