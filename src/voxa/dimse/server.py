@@ -9,15 +9,19 @@ an Error Comment the peer can read.
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pydicom
 from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.presentation import AllStoragePresentationContexts, build_context
@@ -88,6 +92,19 @@ def _on_conn_open(event: evt.Event) -> None:
         dul._run_loop_delay = DUL_LOOP_DELAY_S
 
 
+class _SharedContexts(list[Any]):
+    """The listener's supported presentation contexts.
+
+    pynetdicom deep-copies them for every association it accepts; for every storage SOP
+    class with thirty-odd transfer syntaxes that is about 50 ms per association, more than
+    the association itself.  Negotiation only reads them, so each association gets its own
+    shallow copy of each context.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return [copy.copy(cx) for cx in self]
+
+
 class _PeerAE(AE):
     """An AE whose accepted calling AE titles follow the peer registry as it changes."""
 
@@ -140,33 +157,50 @@ def identifier_query(identifier: Dataset, model_uid: str) -> Query:
     return Query(level=level, filters=filters, return_keys=keys, patient_root=patient_root)
 
 
-def _response_identifier(identifier: Dataset, level_text: str, values: dict[str, Any], aet: str) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level_text
+_BINARY_INT = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
+
+
+def _raw(tag: int, vr: str, value: Any, implicit: bool) -> RawDataElement:
+    if value is None or value == "":
+        data = b""
+    elif vr in _BINARY_INT:
+        data = b"".join(struct.pack(_BINARY_INT[vr], int(v)) for v in str(value).split("\\"))
+    else:
+        data = str(value).encode("utf-8")
+        if len(data) % 2:
+            data += b"\0" if vr == "UI" else b" "
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, implicit, True)
+
+
+def _response_identifier(identifier: Dataset, level_text: str, values: dict[str, Any], aet: str,
+                         implicit: bool) -> Dataset:
+    """A C-FIND response identifier built from already encoded elements.
+
+    pydicom writes raw elements as they are when the dataset's original encoding matches
+    the one it writes; building them directly makes each response several times cheaper
+    than creating and encoding DataElements (a 1,000-match query sends 1,000 of these).
+    """
+    elems: dict[BaseTag, Any] = {}
     non_ascii = False
     for elem in identifier:
         kw = elem.keyword
-        if not kw or kw in ("QueryRetrieveLevel", "SpecificCharacterSet"):
+        tag = int(elem.tag)
+        if not kw or kw in ("QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle"):
             continue
-        if elem.VR == "SQ":
-            setattr(ds, kw, [])
+        vr = str(elem.VR)
+        if vr == "SQ":
+            elems[BaseTag(tag)] = DataElement(tag, "SQ", [])
             continue
         value = values.get(kw)
-        if value is None or value == "":
-            ds.add_new(elem.tag, elem.VR, None)
-            continue
-        text = str(value)
-        if not text.isascii():
+        if value is not None and not str(value).isascii():
             non_ascii = True
-        if elem.VR in ("IS", "US", "UL", "SS", "SL") and isinstance(value, int):
-            ds.add_new(elem.tag, elem.VR, value)
-        elif "\\" in text and elem.VR in ("CS", "UI", "LO", "SH", "AE"):
-            ds.add_new(elem.tag, elem.VR, text.split("\\"))
-        else:
-            ds.add_new(elem.tag, elem.VR, text)
-    ds.RetrieveAETitle = aet
+        elems[BaseTag(tag)] = _raw(tag, vr, value, implicit)
+    elems[BaseTag(0x00080052)] = _raw(0x00080052, "CS", level_text, implicit)
+    elems[BaseTag(0x00080054)] = _raw(0x00080054, "AE", aet, implicit)
     if non_ascii:
-        ds.SpecificCharacterSet = "ISO_IR 192"
+        elems[BaseTag(0x00080005)] = _raw(0x00080005, "CS", "ISO_IR 192", implicit)
+    ds = Dataset(elems)
+    ds.set_original_encoding(implicit, True, ds._character_set)
     return ds
 
 
@@ -217,6 +251,7 @@ class DicomServer:
         host = host if host is not None else self.settings.dicom_host
         port = port if port is not None else self.settings.dicom_port
         self._server = self.ae.start_server((host, port), block=False, evt_handlers=self.handlers())
+        self._server.contexts = _SharedContexts(self._server.contexts)
         self.port = self._server.server_address[1]
         log.info("DICOM listening on %s:%s as %s", host, self.port, self.settings.aet)
 
@@ -302,11 +337,12 @@ class DicomServer:
             yield st.status_dataset(st.QR_UNABLE_TO_PROCESS, f"query failed: {type(e).__name__}"), None
             return
         level_text = str(identifier.QueryRetrieveLevel).strip().upper()
+        implicit = event.context.transfer_syntax == ImplicitVRLittleEndian
         for m in matches:
             if event.is_cancelled:
                 yield st.CANCEL, None
                 return
-            yield st.PENDING, _response_identifier(identifier, level_text, m.values, self.settings.aet)
+            yield st.PENDING, _response_identifier(identifier, level_text, m.values, self.settings.aet, implicit)
 
     # -- retrieve -------------------------------------------------------------------------
 
@@ -416,7 +452,10 @@ class DicomServer:
 
 
 def quiet_pynetdicom() -> None:
-    """pynetdicom logs identifiers (patient names, IDs) at INFO; keep them out of our logs."""
+    """pynetdicom logs identifiers (patient names, IDs) at INFO/DEBUG; keep them out of our
+    logs.  Turning the identifier dumps off also spares formatting every C-FIND response."""
+    from pynetdicom import _config
+
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-
-
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
