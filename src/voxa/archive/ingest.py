@@ -185,6 +185,20 @@ class ParsedInstance:
     series_instance_uid: str
 
 
+def as_part10(data: bytes) -> bytes:
+    """``data`` as a Part-10 file.  Some writers (pydicom's ``dcmwrite`` without a preamble,
+    as dicomweb-client sends) omit the 128-byte preamble, or the preamble and the ``DICM``
+    prefix, before a complete file meta group: only that container is completed here; the
+    file meta and the dataset stay as received."""
+    if data[128:132] == b"DICM":
+        return data
+    if data[:4] == b"DICM":
+        return _PART10_PREAMBLE[:128] + data
+    if data[:2] == b"\x02\x00" and data[4:6] in (b"UL", b"OB"):  # (0002,xxxx), explicit VR little endian
+        return _PART10_PREAMBLE + data
+    return data
+
+
 def parse_part10(data: bytes) -> ParsedInstance:
     """Parse and validate a Part-10 file; raise :class:`Refused` with a reason when it is not acceptable."""
     if len(data) < 132 or data[128:132] != b"DICM":
@@ -292,6 +306,7 @@ class Archive:
 
     def ingest(self, data: bytes, *, calling_aet: str = "", source: str = "upload") -> IngestResult:
         """Validate and store one Part-10 file; never raises for bad input, reports a refusal."""
+        data = as_part10(data)
         try:
             result = self._ingest(data, calling_aet=calling_aet, source=source)
         except Refused as r:
