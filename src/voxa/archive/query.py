@@ -58,8 +58,8 @@ class Match:
     study_row_id: int | None = None
 
 
-def _like_pattern(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def _like_pattern(value: str, esc: str = "\\") -> str:
+    escaped = value.replace(esc, esc + esc).replace("%", esc + "%").replace("_", esc + "_")
     return escaped.replace("*", "%").replace("?", "_")
 
 
@@ -129,7 +129,8 @@ def clause_for(column: KeyedColumnElement[Any], kind: Kind, value: str, *, keywo
     if kind is Kind.MULTI:
         values = [v for v in value.split("\\") if v]
         wrapped = literal("\\") + column + literal("\\")
-        return or_(*[wrapped.like(f"%\\{_like_pattern(v)}\\%", escape="!") for v in values])
+        # The values are backslash-delimited, so the LIKE escape character is "!" here.
+        return or_(*[wrapped.like(f"%\\{_like_pattern(v, '!')}\\%", escape="!") for v in values])
     # Kind.TEXT: a backslash-separated list matches any of its values.
     values = value.split("\\")
     conds = []

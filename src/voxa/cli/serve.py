@@ -77,6 +77,11 @@ def run_server(settings: Any) -> None:
     except OSError as e:
         runtime.close()
         raise click.ClickException(f"cannot listen for DICOM on port {settings.dicom_port}: {e.strerror}") from None
+    from voxa.web.rest.stable import StableChangeEmitter
+
+    # Orthanc's StableStudy/StableSeries changes, which routing scripts wait for.
+    stable = StableChangeEmitter(runtime.archive.index)
+    stable.start(5.0)
     if settings.profile == "demo":
         threading.Thread(target=_load_demo_logged, args=(runtime,), name="demo-loader", daemon=True).start()
     app = create_app(runtime)
@@ -94,6 +99,7 @@ def run_server(settings: Any) -> None:
         # Ignore a second signal while associations in flight finish.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopping: finishing DICOM associations in flight")
+        stable.stop()
         runtime.close(grace_s=30)
         log.info("stopped")
     if not server.started and not stop.is_set():

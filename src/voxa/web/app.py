@@ -37,6 +37,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         module = _optional_route_module(name)
         if module is not None:
             app.include_router(module.router)
+    from voxa.web.routes.metrics import install_metrics
+
+    install_metrics(runtime)
     return app
 
 

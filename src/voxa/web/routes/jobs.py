@@ -28,7 +28,7 @@ router = APIRouter(tags=["jobs"])
 _STATE = {"pending": "Pending", "running": "Running", "success": "Success", "failure": "Failure",
           "cancelled": "Failure"}
 #: Orthanc's job types for the kinds it also has.
-_TYPE = {"dicom-store": "DicomModalityStore", "dicom-move": "DicomMoveScu"}
+_TYPE = {"dicom-store": "DicomModalityStore", "dicom-move": "DicomMoveScu", "http-store": "OrthancPeerStore"}
 # Orthanc's error codes: 0 success, 1 internal error, 37 "Canceled job" (ErrorCode_CanceledJob)
 _CANCELED_JOB = 37
 
