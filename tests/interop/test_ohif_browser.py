@@ -31,7 +31,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from support import skip_or_fail
 
-from voxa.testing.synthetic import SyntheticStudy, ct_chest, dataset_to_bytes, mr_brain
+from voxa.testing.synthetic import SyntheticStudy, dataset_to_bytes, demo_studies
 from voxa.web.routes import ohif
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,8 +45,10 @@ VIEWPORT = {"width": 1400, "height": 900}
 
 # a viewport "holds an image" when its canvas pixels vary this much (grey levels 0-255) ...
 MIN_PIXEL_STD = 12.0
-# ... and at least this share of them is not black (the CT body, not only a few overlay pixels)
-MIN_NONBLACK_SHARE = 0.05
+# ... and at least this share of them is not black (the CT body, not only a few overlay pixels).
+# The demo CT in this test covers 80 mm of a 358 mm field, so its sagittal and coronal planes are
+# a band across a tall viewport: about 4-6 % of it; overlay text alone stays well under 1 %.
+MIN_NONBLACK_SHARE = 0.02
 
 
 # --------------------------------------------------------------------------- serving, no browser
@@ -279,10 +281,12 @@ def test_ohif_lists_and_renders_ct_in_stack_and_mpr(voxa_factory: Any, browser_r
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     voxa = voxa_factory(http=True, accept_unknown_peers=True)
-    ct = ct_chest(11, slices=80, rows=256, slice_thickness_mm=2.5)  # 200 mm: a real MPR
-    mr = mr_brain(12, slices=8, rows=64)
-    assert _ingest(voxa, ct) == ct.instance_count
-    assert _ingest(voxa, mr) == mr.instance_count
+    # The demo studies (as `voxa serve --profile demo` loads them), with a shorter CT: 80 slices
+    # of 512x512 at 1 mm keep MPR meaningful and the run short on two cores.
+    demo = demo_studies(0, ct_slices=80)
+    ct = demo[0]
+    for study in demo:
+        assert _ingest(voxa, study) == study.instance_count
     timings["ingest"] = time.monotonic() - t0
     base = voxa.base_url
     qido = httpx.get(f"{base}/dicom-web/studies", headers={"Accept": "application/dicom+json"}, timeout=30)
@@ -317,10 +321,10 @@ def test_ohif_lists_and_renders_ct_in_stack_and_mpr(voxa_factory: Any, browser_r
             page.on("response", on_response)
             page.on("requestfailed", lambda req: http_errors.append(f"failed {req.method} {req.url}: {req.failure}"))
 
-            # 1. the study list shows both patients
+            # 1. the study list shows every demo patient
             t = time.monotonic()
             page.goto(f"{base}/ohif/")
-            for study in (ct, mr):
+            for study in demo:
                 family = study.patient_name.split("^")[0]
                 try:
                     page.get_by_text(re.compile(re.escape(family), re.I)).first.wait_for(timeout=60_000)

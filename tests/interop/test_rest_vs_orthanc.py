@@ -22,7 +22,8 @@ from PIL import Image
 from voxa.testing.synthetic import dataset_to_bytes, make_instance, small_ct, tiny_study
 
 # Keys Voxa adds to resources: Orthanc 1.12 reports "Labels" (pyorthanc reads it); 1.10 does not.
-EXTRA_KEYS = {"Labels"}
+# "OhifUrl" (studies) opens the study in the bundled OHIF viewer.
+EXTRA_KEYS = {"Labels", "OhifUrl"}
 # Keys whose values legitimately differ between two servers.
 DIFFERENT_VALUES = {
     "FileUuid",  # each server names its own storage

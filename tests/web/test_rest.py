@@ -157,8 +157,10 @@ def test_resource_shapes_and_navigation(rest: httpx.Client) -> None:
 
     s = rest.get(f"/studies/{study_id}").json()
     assert set(s) == {"ID", "IsStable", "LastUpdate", "MainDicomTags", "ParentPatient", "PatientMainDicomTags",
-                      "Series", "Type", "Labels"}
+                      "Series", "Type", "Labels", "OhifUrl"}
     assert s["Type"] == "Study" and s["ParentPatient"] == patient_id and len(s["Series"]) == 2
+    # "open in OHIF": the bundled viewer on this study
+    assert s["OhifUrl"] == f"/ohif/viewer?StudyInstanceUIDs={s['MainDicomTags']['StudyInstanceUID']}"
     assert re.fullmatch(r"\d{8}T\d{6}", s["LastUpdate"]) and s["IsStable"] is False
     assert s["MainDicomTags"]["StudyInstanceUID"] == study.study_instance_uid
     assert s["PatientMainDicomTags"]["PatientID"] == study.patient_id

@@ -40,6 +40,7 @@ from voxa.web.rest.common import (
     unknown,
 )
 from voxa.web.rest.tags import MAIN_DICOM_TAGS, NUMBER_STRING_TAGS, main_tags, read_number_strings, tag_value
+from voxa.web.routes.ohif import ohif_study_url
 
 _BATCH = 500
 
@@ -289,6 +290,8 @@ class ResourceReader:
             obj["PatientMainDicomTags"] = main_tags(rep.metadata, Level.PATIENT) if rep and rep.metadata \
                 else _row_main_tags(Level.PATIENT, row)
             obj["Series"] = children
+            if tags.get("StudyInstanceUID"):
+                obj["OhifUrl"] = ohif_study_url(str(tags["StudyInstanceUID"]))
         elif level is Level.SERIES:
             obj["ParentStudy"] = row.parent_public_id
             obj["Instances"] = [c[0] for c in children]
