@@ -38,6 +38,11 @@ if [ $# -gt 0 ]; then
     exit $?
 fi
 
+# Static checks first: they take seconds and name the line.
+echo "[test] ruff check src tests bench; mypy" >&2
+"$ROOT/.venv/bin/ruff" check src tests bench || { echo "[test] FAILED: ruff" >&2; exit 1; }
+"$ROOT/.venv/bin/mypy" || { echo "[test] FAILED: mypy" >&2; exit 1; }
+
 # The whole suite (archive tests run on SQLite and PostgreSQL by parametrization) ...
 run_pytest --junitxml "$ROOT/test-artifacts/junit.xml" || exit $?
 # ... then the server-level tests again with PostgreSQL as the index of every test server.
