@@ -466,12 +466,20 @@ class Index:
             return [dict(r._mapping) for r in rows]
 
     def statistics(self) -> dict[str, int]:
+        """Resource counts and stored bytes, from the patient rows' maintained counters (one
+        row per patient rather than per instance, so /statistics and /metrics stay cheap)."""
         with self.read() as conn:
-            counts = {}
-            for name, table in (("patients", P), ("studies", ST), ("series", SE), ("instances", IN)):
-                counts[name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-            counts["size_bytes"] = int(conn.execute(select(func.coalesce(func.sum(IN.c.size_bytes), 0))).scalar_one())
-            return counts
+            row = conn.execute(
+                select(
+                    func.count(),
+                    func.coalesce(func.sum(P.c.num_studies), 0),
+                    func.coalesce(func.sum(P.c.num_series), 0),
+                    func.coalesce(func.sum(P.c.num_instances), 0),
+                    func.coalesce(func.sum(P.c.size_bytes), 0),
+                ).select_from(P)
+            ).one()
+        return {"patients": int(row[0]), "studies": int(row[1]), "series": int(row[2]),
+                "instances": int(row[3]), "size_bytes": int(row[4])}
 
 
 class IntegrityErrorLike(ValueError):
