@@ -60,6 +60,7 @@ class RefusalCode(StrEnum):
     STORAGE_FULL = "storage-full"
     STORAGE_ERROR = "storage-error"
     SOP_MISMATCH = "sop-mismatch"
+    NOT_AN_INSTANCE = "not-an-instance"
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Refused(Exception):
 IngestListener = Callable[[IngestResult], None]
 
 _PART10_PREAMBLE = b"\0" * 128 + b"DICM"
+_MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 
 def _text(value: Any) -> str:
@@ -222,6 +224,9 @@ def parse_part10(data: bytes) -> ParsedInstance:
     if offset > len(data):
         raise Refused(RefusalCode.CORRUPT, "file is truncated inside its file meta information")
     _check_complete(data, offset, ts)
+    if _text(meta.get("MediaStorageSOPClassUID", "")).strip("\0 ") == _MEDIA_STORAGE_DIRECTORY:
+        raise Refused(RefusalCode.NOT_AN_INSTANCE,
+                      "a DICOMDIR (media storage directory), not an instance: import the files it lists")
     uids = {}
     for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         try:
