@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from voxa.archive import http_peers  # noqa: F401  (its table is part of the metadata)
 from voxa.archive.database import create_index_engine, schema_is_current, upgrade
 from voxa.archive.models import Base
+from voxa.security import audit, models  # noqa: F401  (accounts and audit tables)
 
 
 def test_migrations_reach_the_models(database_url: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from voxa import __version__
+from voxa.cli import accounts as _accounts
 from voxa.cli import archive as _archive
+from voxa.cli import audit as _audit
 from voxa.cli import serve as _serve
 from voxa.cli import worklist as _worklist
 
@@ -18,7 +20,9 @@ def main() -> None:
 
 _serve.register(main)
 _archive.register(main)
+_audit.register(main)
 _worklist.register(main)
+_accounts.register(main)
 
 try:  # DIMSE client commands (echo, store, find, move, worklist) live in their own module.
     from voxa.cli import dicom as _dicom
