@@ -8,6 +8,8 @@ from voxa import __version__
 from voxa.cli import accounts as _accounts
 from voxa.cli import archive as _archive
 from voxa.cli import audit as _audit
+from voxa.cli import dicom as _dicom
+from voxa.cli import init as _init
 from voxa.cli import serve as _serve
 from voxa.cli import worklist as _worklist
 
@@ -23,10 +25,5 @@ _archive.register(main)
 _audit.register(main)
 _worklist.register(main)
 _accounts.register(main)
-
-try:  # DIMSE client commands (echo, store, find, move, worklist) live in their own module.
-    from voxa.cli import dicom as _dicom
-
-    _dicom.register(main)
-except ImportError:  # pragma: no cover - only while that module is being written
-    pass
+_dicom.register(main)
+_init.register(main)

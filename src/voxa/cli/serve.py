@@ -77,7 +77,12 @@ def run_server(settings: Any) -> None:
     except OSError as e:
         runtime.close()
         raise click.ClickException(f"cannot listen for DICOM on port {settings.dicom_port}: {e.strerror}") from None
+    from voxa.security.accounts import Accounts
     from voxa.web.rest.stable import StableChangeEmitter
+
+    if not Accounts(runtime.archive.index).list_users():
+        log.warning("no user accounts yet: run `voxa init --data-dir %s` to create the first administrator",
+                    settings.data_dir)
 
     # Orthanc's StableStudy/StableSeries changes, which routing scripts wait for.
     stable = StableChangeEmitter(runtime.archive.index)
