@@ -229,3 +229,16 @@ def test_concurrent_ingest_of_one_study_keeps_counts_exact(archive: Archive) -> 
     assert s.values["NumberOfStudyRelatedSeries"] == 4
     assert len(list(archive.blobs.keys())) == 40
     assert check(archive).clean
+
+
+def test_deleting_a_patient_without_instances_is_logged(archive: Archive) -> None:
+    from voxa.archive import identifiers
+    from voxa.archive.models import Patient, table_of
+
+    public = identifiers.patient_public_id("EMPTY1")
+    with archive.index.write() as conn:
+        conn.execute(table_of(Patient).insert().values(public_id=public, patient_id="EMPTY1"))
+    before = archive.index.last_change_seq()
+    assert archive.delete(Level.PATIENT, public) == 0
+    [change] = archive.index.changes(before, 10)
+    assert (change["change_type"], change["public_id"]) == ("DeletedPatient", public)

@@ -323,8 +323,11 @@ class Index:
                     keys.append(key)
             if level is Level.PATIENT:
                 # A patient with no instances can still exist after partial deletes.
-                if conn.execute(select(P.c.id).where(P.c.id == row.id)).first():
+                left = conn.execute(select(P.c.public_id, P.c.patient_id).where(P.c.id == row.id)).first()
+                if left is not None:
                     conn.execute(delete(P).where(P.c.id == row.id))
+                    conn.execute(insert(CH).values(change_type="DeletedPatient", resource_type="Patient",
+                                                   public_id=left.public_id, uid=left.patient_id, at=_now()))
             return keys
 
     def delete_instance_by_id(self, instance_id: int) -> str | None:
