@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from support import free_port
 from support.dcmtk import require_dcmtk
-from test_crash_recovery import _start  # noqa: E402  (same start-up helper)
+from support.voxa_process import start_serve, start_storescu, wait_for_acks
 
 from voxa.archive import open_archive
 from voxa.archive.check import check
@@ -29,18 +27,11 @@ def test_sigterm_finishes_the_association_in_flight(tmp_path: Path) -> None:
     data_dir.mkdir()
     dicom_port = free_port()
     log = tmp_path / "voxa.log"
-    server = _start(data_dir, dicom_port, free_port(), log)
+    server = start_serve(data_dir, dicom_port, free_port(), log)
     scu_log = tmp_path / "storescu.log"
     with open(scu_log, "wb") as out:
-        scu = subprocess.Popen(
-            ["storescu", "-v", "-aet", "STORESCU", "-aec", "VOXA", "127.0.0.1", str(dicom_port), *map(str, files)],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "TCP_NODELAY": "1"},
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if scu_log.read_text(errors="replace").count("Received Store Response (Success)") >= 30:
-                break
-            time.sleep(0.02)
+        scu = start_storescu(dicom_port, files, out)
+        wait_for_acks(scu_log, 30, 60)
         server.send_signal(signal.SIGTERM)
         assert scu.wait(120) == 0, scu_log.read_text()[-2000:]
     assert server.wait(60) == 0, log.read_text()[-2000:]
