@@ -210,6 +210,16 @@ def _study(seed: int, slot: int, description: str, uid_parts: Sequence[object]) 
     )
 
 
+def _study_of(key: str, study: _Study, description: str, modality: str, instance_count: int,
+              factory: Callable[[], Iterator[Dataset]], **extra: Any) -> SyntheticStudy:
+    """A :class:`SyntheticStudy` for a generated patient and study."""
+    return SyntheticStudy(
+        key=key, patient_id=study.patient.patient_id, patient_name=study.patient.name,
+        study_instance_uid=study.uid, description=description, modality=modality, study_date=study.date,
+        accession_number=study.accession, _instance_count=instance_count, _factory=factory, **extra,
+    )
+
+
 def _time_plus(hhmmss: str, seconds: float) -> str:
     base = int(hhmmss[:2]) * 3600 + int(hhmmss[2:4]) * 60 + int(hhmmss[4:6])
     total = base + seconds
@@ -1138,20 +1148,7 @@ def _ct_study(
             _pixels(ds, stored, bits_stored=16)
             yield ds
 
-    return SyntheticStudy(
-        key=key,
-        patient_id=study.patient.patient_id,
-        patient_name=study.patient.name,
-        study_instance_uid=study.uid,
-        description=description,
-        modality="CT",
-        study_date=study.date,
-        accession_number=study.accession,
-        series_count=1,
-        calcifications=truths,
-        _instance_count=slices,
-        _factory=generate,
-    )
+    return _study_of(key, study, description, "CT", slices, generate, series_count=1, calcifications=truths)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1365,19 +1362,8 @@ def mr_brain(seed: int = 0, *, slices: int = _MR_SLICES, rows: int = _MR_ROWS) -
                 _pixels(ds, pixels, bits_stored=12)
                 yield ds
 
-    return SyntheticStudy(
-        key="mr-brain",
-        patient_id=study.patient.patient_id,
-        patient_name=study.patient.name,
-        study_instance_uid=study.uid,
-        description=description,
-        modality="MR",
-        study_date=study.date,
-        accession_number=study.accession,
-        series_count=len(_MR_SEQUENCES),
-        _instance_count=slices * len(_MR_SEQUENCES),
-        _factory=generate,
-    )
+    return _study_of("mr-brain", study, description, "MR", slices * len(_MR_SEQUENCES), generate,
+                     series_count=len(_MR_SEQUENCES))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1580,18 +1566,7 @@ def cr_chest(seed: int = 0, *, size: int = 2048) -> SyntheticStudy:
         _pixels(ds, pixels, bits_stored=12)
         yield ds
 
-    return SyntheticStudy(
-        key="cr-chest",
-        patient_id=study.patient.patient_id,
-        patient_name=study.patient.name,
-        study_instance_uid=study.uid,
-        description=description,
-        modality="DX",
-        study_date=study.date,
-        accession_number=study.accession,
-        _instance_count=1,
-        _factory=generate,
-    )
+    return _study_of("cr-chest", study, description, "DX", 1, generate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1764,18 +1739,7 @@ def xa_run(seed: int = 0, *, frames: int = 30, size: int = 512) -> SyntheticStud
         _pixels(ds, pixels, bits_stored=8, frames=frames)
         yield ds
 
-    return SyntheticStudy(
-        key="xa-run",
-        patient_id=study.patient.patient_id,
-        patient_name=study.patient.name,
-        study_instance_uid=study.uid,
-        description=description,
-        modality="XA",
-        study_date=study.date,
-        accession_number=study.accession,
-        _instance_count=1,
-        _factory=generate,
-    )
+    return _study_of("xa-run", study, description, "XA", 1, generate)
 
 
 # --------------------------------------------------------------------------------------------
