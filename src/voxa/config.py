@@ -36,6 +36,8 @@ class PeerSettings(BaseModel):
     allow_store: bool = Field(True, description="The peer may send (C-STORE) to Voxa.")
     allow_find: bool = Field(True, description="The peer may query Voxa (C-FIND, worklist).")
     allow_move: bool = Field(True, description="The peer may retrieve from Voxa (C-MOVE, C-GET).")
+    account: str = Field("", description="Username whose patient-level access limits the peer's queries and "
+                                         "retrievals (empty: all patients).")
 
     @field_validator("aet")
     @classmethod
@@ -74,7 +76,8 @@ class Settings(BaseSettings):
     dicom_port: int = Field(4242, description="DICOM (DIMSE) port.")
     http_host: str = Field(
         "127.0.0.1",
-        description="Address the HTTP server binds to (loopback by default until accounts and authentication land).",
+        description="Address the HTTP server binds to (loopback by default; 0.0.0.0 to serve the network, "
+                    "behind TLS).",
     )
     http_port: int = Field(8042, description="HTTP port (DICOMweb, REST, web app).")
     accept_unknown_peers: bool = Field(
@@ -99,6 +102,18 @@ class Settings(BaseSettings):
     ohif_dir: Path | None = Field(
         None, description="Folder of the prebuilt OHIF viewer (default: third_party/ohif/dist in the source tree)."
     )
+    public_url: str | None = Field(
+        None, description="Public base URL of the server (https://pacs.example.org) when behind a proxy; "
+                          "used in DICOMweb links and to mark cookies Secure.")
+    session_idle_minutes: int = Field(30, ge=1, description="A web session ends after this long without a request.")
+    session_max_hours: int = Field(12, ge=1, description="A web session ends this long after login, used or not.")
+    max_failed_logins: int = Field(5, ge=1, description="Wrong passwords or codes in a row before an account locks.")
+    lockout_minutes: int = Field(15, ge=1, description="How long a locked account stays locked.")
+    cookie_secure: bool | None = Field(
+        None, description="Send the session cookie only over HTTPS; default: when public_url starts with https.")
+    audit_coalesce_s: int = Field(
+        300, ge=0, description="Repeated views of one study by one user from one address within this many seconds "
+                               "make one audit record (a viewer fetches hundreds of frames per study).")
     profile: str = Field("production", description="'production' or 'demo' (demo studies, unknown peers accepted).")
     log_level: str = Field("INFO")
     config_file: Path | None = Field(None, description="TOML file the settings were read from.")

@@ -6,6 +6,7 @@ nothing is kept in module globals.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -14,6 +15,8 @@ from voxa.archive import open_archive
 from voxa.archive.ingest import Archive
 from voxa.config import Settings
 from voxa.dimse.peers import PeerRegistry
+from voxa.security.accounts import Accounts
+from voxa.security.audit import AuditTrail
 
 if TYPE_CHECKING:
     from voxa.dimse.server import DicomServer
@@ -28,6 +31,8 @@ class Runtime:
     archive: Archive
     peers: PeerRegistry
     jobs: JobManager
+    accounts: Accounts
+    audit: AuditTrail
     dicom: DicomServer | None = field(default=None)
 
     @classmethod
@@ -42,13 +47,21 @@ class Runtime:
         if server:
             peers.sync_from_settings(settings.peers)
         jobs = JobManager(archive.index, workers=2, recover=server)
-        return cls(settings=settings, archive=archive, peers=peers, jobs=jobs)
+        accounts = Accounts(
+            archive.index, max_failures=settings.max_failed_logins,
+            lockout=dt.timedelta(minutes=settings.lockout_minutes),
+            session_idle=dt.timedelta(minutes=settings.session_idle_minutes),
+            session_max=dt.timedelta(hours=settings.session_max_hours))
+        if server:
+            accounts.ensure_default_roles()
+        return cls(settings=settings, archive=archive, peers=peers, jobs=jobs, accounts=accounts,
+                   audit=AuditTrail(archive.index))
 
     def start_dicom(self, host: str | None = None, port: int | None = None) -> DicomServer:
         from voxa.dimse.server import DicomServer, quiet_pynetdicom
 
         quiet_pynetdicom()
-        self.dicom = DicomServer(self.settings, self.archive, self.peers)
+        self.dicom = DicomServer(self.settings, self.archive, self.peers, accounts=self.accounts, audit=self.audit)
         self.dicom.start(host, port)
         return self.dicom
 

@@ -348,7 +348,7 @@ def test_mpps_scu_and_rest_view(voxa_factory: Any, database_url: str) -> None:
     finally:
         assoc.release()
 
-    with httpx.Client(base_url=inst.base_url, timeout=10) as client:
+    with httpx.Client(base_url=inst.base_url, timeout=10, auth=inst.auth) as client:
         assert client.get(f"/worklist/{items['P1']['id']}").json()["status"] == "COMPLETED"
         steps = client.get("/mpps").json()
         assert len(steps) == 2
@@ -362,7 +362,7 @@ def test_mpps_scu_and_rest_view(voxa_factory: Any, database_url: str) -> None:
 
 def test_rest_worklist_create_list_delete(voxa_factory: Any) -> None:
     inst = voxa_factory(http=True)
-    with httpx.Client(base_url=inst.base_url, timeout=10) as client:
+    with httpx.Client(base_url=inst.base_url, timeout=10, auth=inst.auth) as client:
         r = client.post("/worklist", json={"patient_id": "R1", "patient_name": "Roe^Rita", "modality": "CT",
                                            "scheduled_station_aet": "CT1", "scheduled_start_date": "20300105"})
         assert r.status_code == 201, r.text

@@ -289,7 +289,8 @@ def test_ohif_lists_and_renders_ct_in_stack_and_mpr(voxa_factory: Any, browser_r
         assert _ingest(voxa, study) == study.instance_count
     timings["ingest"] = time.monotonic() - t0
     base = voxa.base_url
-    qido = httpx.get(f"{base}/dicom-web/studies", headers={"Accept": "application/dicom+json"}, timeout=30)
+    qido = httpx.get(f"{base}/dicom-web/studies", headers={"Accept": "application/dicom+json"}, timeout=30,
+                     auth=voxa.auth)
     assert qido.status_code == 200, f"DICOMweb QIDO-RS {base}/dicom-web/studies answered {qido.status_code}: {qido.text[:300]}"
 
     page_errors: list[str] = []
@@ -321,9 +322,17 @@ def test_ohif_lists_and_renders_ct_in_stack_and_mpr(voxa_factory: Any, browser_r
             page.on("response", on_response)
             page.on("requestfailed", lambda req: http_errors.append(f"failed {req.method} {req.url}: {req.failure}"))
 
+            # 0. the viewer is behind the login page: sign in as a user would
+            page.goto(f"{base}/ohif/")
+            page.wait_for_url(re.compile(r".*/login\?next=%2Fohif%2F$"), timeout=30_000)
+            page.fill("#username", voxa.auth[0])
+            page.fill("#password", voxa.auth[1])
+            page.screenshot(path=str(ARTIFACTS / "login.png"))
+            page.click("button[type=submit]")
+
             # 1. the study list shows every demo patient
             t = time.monotonic()
-            page.goto(f"{base}/ohif/")
+            page.wait_for_url(re.compile(r".*/ohif/.*"), timeout=30_000)
             for study in demo:
                 family = study.patient_name.split("^")[0]
                 try:

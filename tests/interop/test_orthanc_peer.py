@@ -70,7 +70,7 @@ def voxa_and_orthanc(voxa_factory: Any, orthanc_peer: Any) -> Any:
     orthanc = orthanc_peer(aet="ORTHANC", modalities={"voxa": ["VOXA", LOCALHOST, voxa.dicom_port]})
     voxa.runtime.peers.put(PeerInfo("orthanc", "ORTHANC", LOCALHOST, orthanc.dicom_port))
     with httpx.Client(base_url=orthanc.url, timeout=120) as orthanc_rest, \
-            httpx.Client(base_url=voxa.base_url, timeout=120) as voxa_rest:
+            httpx.Client(base_url=voxa.base_url, timeout=120, auth=voxa.auth) as voxa_rest:
         yield voxa, orthanc, orthanc_rest, voxa_rest
 
 

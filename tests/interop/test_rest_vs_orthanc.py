@@ -65,7 +65,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory, orthanc_bind_shim: Path) -
         raise
     parts = _studies()
     try:
-        with httpx.Client(base_url=voxa.base_url, timeout=60) as v, \
+        with httpx.Client(base_url=voxa.base_url, timeout=60, auth=voxa.auth) as v, \
                 httpx.Client(base_url=orthanc.url, timeout=60) as o:
             for p in parts:
                 rv, ro = v.post("/instances", content=p), o.post("/instances", content=p)

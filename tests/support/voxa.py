@@ -21,6 +21,8 @@ class VoxaInstance:
     dicom_port: int
     data_dir: Path
     http_port: int | None = None
+    # HTTP Basic credentials of the super admin that start_voxa creates
+    auth: tuple[str, str] = ("admin", "")
     _uvicorn: Any = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -42,6 +44,10 @@ class VoxaInstance:
         self.runtime.close(grace_s=5)
 
 
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "Test-Superuser-Passw0rd"  # synthetic, for test servers only
+
+
 def start_voxa(data_dir: Path, *, database_url: str | None = None, aet: str = "VOXA",
                peers: list[PeerSettings] | None = None, accept_unknown_peers: bool = False,
                http: bool = False, **settings: Any) -> VoxaInstance:
@@ -51,8 +57,11 @@ def start_voxa(data_dir: Path, *, database_url: str | None = None, aet: str = "V
         fsync=settings.pop("fsync", False), **settings,
     )
     rt = Runtime.open(s, server=True)
+    if not any(u.username == ADMIN_USER for u in rt.accounts.list_users()):
+        rt.accounts.create_user(ADMIN_USER, ADMIN_PASSWORD, role="super_admin")
     server = rt.start_dicom("127.0.0.1", 0)
-    inst = VoxaInstance(runtime=rt, aet=aet, dicom_port=int(server.port or 0), data_dir=data_dir)
+    inst = VoxaInstance(runtime=rt, aet=aet, dicom_port=int(server.port or 0), data_dir=data_dir,
+                        auth=(ADMIN_USER, ADMIN_PASSWORD))
     if http:
         import uvicorn
 

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from dicomweb_client.session_utils import create_session_from_user_pass
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
@@ -49,11 +50,11 @@ def _ingest_file(archive: Any, name: str) -> pydicom.Dataset:
 
 
 def _client(v: Any) -> DICOMwebClient:
-    return DICOMwebClient(url=f"{v.base_url}/dicom-web")
+    return DICOMwebClient(url=f"{v.base_url}/dicom-web", session=create_session_from_user_pass(*v.auth))
 
 
 def _http(v: Any) -> httpx.Client:
-    return httpx.Client(base_url=f"{v.base_url}/dicom-web", timeout=30)
+    return httpx.Client(base_url=f"{v.base_url}/dicom-web", timeout=30, auth=v.auth)
 
 
 def _parts(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
@@ -580,7 +581,7 @@ def test_wado_uri(voxa_factory: Any) -> None:
     [data] = _ingest(v.archive, [ds])
     q = {"requestType": "WADO", "studyUID": study.study_instance_uid, "seriesUID": ds.SeriesInstanceUID,
          "objectUID": ds.SOPInstanceUID}
-    with httpx.Client(base_url=v.base_url, timeout=30) as http:
+    with httpx.Client(base_url=v.base_url, timeout=30, auth=v.auth) as http:
         r = http.get("/wado", params={**q, "contentType": "application/dicom"})
         assert r.status_code == 200 and r.content == data and r.headers["content-type"] == "application/dicom"
         r = http.get("/wado", params={**q, "contentType": "application/dicom", "transferSyntax": J2K_LOSSLESS})

@@ -64,7 +64,7 @@ def _start_pair(voxa_factory: Any, database_url: str | None = None) -> tuple[Any
 def pair(voxa_factory: Any) -> Any:
     """(client of A's REST API, A, B)."""
     a, b = _start_pair(voxa_factory)
-    with httpx.Client(base_url=a.base_url, timeout=60) as client:
+    with httpx.Client(base_url=a.base_url, timeout=60, auth=a.auth) as client:
         yield client, a, b
 
 
@@ -148,7 +148,7 @@ def test_echo(pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_store_as_job_and_jobs_resource(voxa_factory: Any, database_url: str) -> None:
     a, b = _start_pair(voxa_factory, database_url)
-    with httpx.Client(base_url=a.base_url, timeout=60) as client:
+    with httpx.Client(base_url=a.base_url, timeout=60, auth=a.auth) as client:
         _store_as_job_and_jobs_resource(client, a, b)
 
 

@@ -48,7 +48,7 @@ def voxa(voxa_factory: Any) -> Any:
 
 @pytest.fixture
 def rest(voxa: Any) -> Any:
-    with httpx.Client(base_url=voxa.base_url, timeout=60) as client:
+    with httpx.Client(base_url=voxa.base_url, timeout=60, auth=voxa.auth) as client:
         yield client
 
 
@@ -57,7 +57,7 @@ def rest(voxa: Any) -> Any:
 
 def test_pyorthanc_client_works_against_voxa(voxa_factory: Any, database_url: str) -> None:
     voxa = voxa_factory(http=True, database_url=database_url)
-    client = pyorthanc.Orthanc(voxa.base_url, timeout=60)
+    client = pyorthanc.Orthanc(voxa.base_url, *voxa.auth, timeout=60)
     ct = small_ct(31, slices=3, rows=32)
     ct_parts = _parts(ct)
     tiny = tiny_study(32, series=2, instances_per_series=2)
@@ -383,15 +383,16 @@ def test_peers_store_to_another_voxa(voxa_factory: Any) -> None:
     for server in (a, b):  # until the lead's migration creates the table
         HttpPeer.__table__.create(server.archive.index.engine, checkfirst=True)
     parts = _parts(tiny_study(49, series=1, instances_per_series=3))
-    with httpx.Client(base_url=a.base_url, timeout=60) as rest, httpx.Client(base_url=b.base_url) as other:
+    with httpx.Client(base_url=a.base_url, timeout=60, auth=a.auth) as rest, \
+            httpx.Client(base_url=b.base_url, auth=b.auth) as other:
         answers = _upload(rest, parts)
         assert rest.get("/peers").json() == []
-        assert rest.put("/peers/b", json={"Url": b.base_url + "/", "Username": "u", "Password": "secret"}) \
+        assert rest.put("/peers/b", json={"Url": b.base_url + "/", "Username": b.auth[0], "Password": b.auth[1]}) \
             .status_code == 200
         assert rest.put("/peers/bad", json={"Url": "ftp://x"}).status_code == 400
         assert rest.put("/peers/short", json=["http://127.0.0.1:1"]).status_code == 200
         expanded = rest.get("/peers?expand").json()
-        assert expanded["b"]["Url"] == b.base_url + "/" and "secret" not in json.dumps(expanded)
+        assert expanded["b"]["Url"] == b.base_url + "/" and b.auth[1] not in json.dumps(expanded)
         assert rest.get("/peers/b/system").json()["Name"] == "Voxa"
         assert rest.get("/peers/short/system").status_code == 502
 

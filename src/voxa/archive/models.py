@@ -181,6 +181,9 @@ class Peer(Base):
     allow_find: Mapped[bool] = mapped_column(default=True)
     allow_move: Mapped[bool] = mapped_column(default=True)
     from_config: Mapped[bool] = mapped_column(default=False)
+    # The account whose patient-level access applies to this peer's C-FIND/C-MOVE/C-GET
+    # (empty: the peer sees every patient, as a trusted modality or archive does).
+    account: Mapped[str] = mapped_column(String(64), default="")
 
 
 class WorklistItem(Base):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from voxa.archive.access import instance_condition, patient_condition, study_condition
 from voxa.archive.attributes import (
     ATTRIBUTES,
     BY_KEYWORD,
@@ -26,6 +27,9 @@ from voxa.archive.attributes import (
 from voxa.archive.index import Index
 from voxa.archive.models import Instance, Patient, Series, Study, table_of
 from voxa.dicom.names import person_name_key
+
+if TYPE_CHECKING:
+    from voxa.security.accounts import AccessFilter
 
 P, ST, SE, IN = table_of(Patient), table_of(Study), table_of(Series), table_of(Instance)
 _TABLE = {Level.PATIENT: P, Level.STUDY: ST, Level.SERIES: SE, Level.IMAGE: IN}
@@ -45,6 +49,8 @@ class Query:
     offset: int = 0
     # Study Root queries have no PATIENT level: patient attributes come from the study row.
     patient_root: bool = False
+    # Patient-level access of the caller (voxa.archive.access); None: unrestricted.
+    access: AccessFilter | None = None
 
 
 @dataclass
@@ -210,6 +216,9 @@ def build_select(q: Query) -> Select[Any]:
         c = clause_for(col, attr.kind, str(value), keyword=keyword, fuzzy=q.fuzzy, key_column=key)
         if c is not None:
             conds.append(c)
+    restriction = patient_condition(q.access) if level is Level.PATIENT else study_condition(q.access)
+    if restriction is not None:
+        conds.append(restriction)
     if conds:
         stmt = stmt.where(and_(*conds))
     orders: dict[Level, list[Any]] = {
@@ -264,14 +273,16 @@ def run_query(index: Index, q: Query) -> list[Match]:
 
 
 def count_query(index: Index, q: Query) -> int:
-    stmt = build_select(Query(q.level, q.filters, (), q.fuzzy, None, 0, q.patient_root)).order_by(None)
+    stmt = build_select(Query(q.level, q.filters, (), q.fuzzy, None, 0, q.patient_root, q.access)).order_by(None)
     with index.read() as conn:
         return int(conn.execute(select(func.count()).select_from(stmt.subquery())).scalar_one())
 
 
-def matching_instance_ids(index: Index, level: Level, filters: dict[str, str]) -> list[int]:
-    """Row ids of the instances under every resource matching ``filters`` at ``level`` (C-MOVE/C-GET)."""
-    matches = run_query(index, Query(level, filters))
+def matching_instance_ids(index: Index, level: Level, filters: dict[str, str],
+                          access: AccessFilter | None = None) -> list[int]:
+    """Row ids of the instances under every resource matching ``filters`` at ``level`` (C-MOVE/C-GET),
+    within what ``access`` lets the caller see."""
+    matches = run_query(index, Query(level, filters, access=access))
     if not matches:
         return []
     ids = [m.row_id for m in matches]
@@ -285,5 +296,6 @@ def matching_instance_ids(index: Index, level: Level, filters: dict[str, str]) -
     else:
         stmt = stmt.join(SE, SE.c.id == IN.c.series_fk).join(ST, ST.c.id == SE.c.study_fk).where(
             ST.c.patient_fk.in_(ids))
+    stmt = stmt.where(instance_condition(access))
     with index.read() as conn:
         return [r.id for r in conn.execute(stmt)]

@@ -80,9 +80,11 @@ def run_server(settings: Any) -> None:
     from voxa.security.accounts import Accounts
     from voxa.web.rest.stable import StableChangeEmitter
 
+    if settings.profile == "demo":
+        create_demo_accounts(runtime)
     if not Accounts(runtime.archive.index).list_users():
-        log.warning("no user accounts yet: run `voxa init --data-dir %s` to create the first administrator",
-                    settings.data_dir)
+        log.warning("no user accounts yet: run `voxa init --data-dir %s` to create the first administrator "
+                    "(until then nobody can sign in over HTTP)", settings.data_dir)
 
     # Orthanc's StableStudy/StableSeries changes, which routing scripts wait for.
     stable = StableChangeEmitter(runtime.archive.index)
@@ -111,10 +113,59 @@ def run_server(settings: Any) -> None:
         raise click.ClickException(f"cannot listen for HTTP on port {settings.http_port}")
 
 
+DEMO_PASSWORD = "voxa-demo-password"
+# (username, role): one account per built-in role, all with DEMO_PASSWORD.
+DEMO_ACCOUNTS = (("admin", "super_admin"), ("radiologist", "radiologist"), ("technologist", "technologist"),
+                 ("referrer", "referring_physician"), ("student", "student"), ("family", "family_member"))
+
+
+def create_demo_accounts(runtime: Any) -> list[str]:
+    """The demo profile's accounts, when the data folder has none yet.  They share a
+    published password: the demo profile is for trying Voxa out, never for patient data."""
+    accounts = runtime.accounts
+    if accounts.list_users():
+        return []
+    made = []
+    for username, role in DEMO_ACCOUNTS:
+        accounts.create_user(username, DEMO_PASSWORD, role=role, display_name=f"Demo {role.replace('_', ' ')}",
+                             check_policy=False)
+        made.append(username)
+    log.warning("demo accounts created (%s), password %r: for trying Voxa out only",
+                ", ".join(made), DEMO_PASSWORD)
+    return made
+
+
+def _grant_demo_access(runtime: Any) -> None:
+    """Give the demo's restricted accounts something to see: the referrer the MR patient, the
+    family member (verified) the DX patient, the student the DX study as a teaching case."""
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from voxa.archive.access import ST
+
+    accounts = runtime.accounts
+    names = {u.username for u in accounts.list_users()}
+    with runtime.archive.index.read() as conn:
+        rows = conn.execute(select(ST.c.study_instance_uid, ST.c.patient_id, ST.c.modalities_in_study)).all()
+    by_modality = {r.modalities_in_study.split("\\")[0]: r for r in rows}
+    mr, dx = by_modality.get("MR"), by_modality.get("DX")
+    if mr is not None and "referrer" in names and not accounts.assignments("referrer"):
+        accounts.assign_patient("referrer", mr.patient_id)
+    if dx is not None:
+        if "family" in names and not accounts.family_grants("family"):
+            grant = accounts.request_family_access("family", dx.patient_id, note="demo",
+                                                   expires_at=accounts.now() + dt.timedelta(days=365))
+            accounts.verify_family_access(grant.id, "admin")
+        with runtime.archive.index.write() as conn:
+            conn.execute(update(ST).where(ST.c.study_instance_uid == dx.study_instance_uid).values(teaching=True))
+
+
 def _load_demo_logged(runtime: Any) -> None:
     try:
         n = load_demo_studies(runtime)
         if n:
             log.info("demo data: %d instances stored", n)
+        _grant_demo_access(runtime)
     except Exception:  # noqa: BLE001
         log.exception("loading the demo studies failed")

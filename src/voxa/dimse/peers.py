@@ -30,6 +30,7 @@ class PeerInfo:
     allow_find: bool = True
     allow_move: bool = True
     from_config: bool = False
+    account: str = ""  # username whose patient-level access applies to this peer (empty: all patients)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -58,7 +59,7 @@ class PeerRegistry:
                     rows = conn.execute(select(T).order_by(T.c.name)).all()
                 self._cache = [
                     PeerInfo(r.name, r.aet, r.host, r.port, r.allow_store, r.allow_find, r.allow_move,
-                             r.from_config)
+                             r.from_config, r.account or "")
                     for r in rows
                 ]
             return self._cache
@@ -125,7 +126,7 @@ class PeerRegistry:
         wanted = {p.name for p in peers}
         for p in peers:
             self.put(PeerInfo(p.name, p.aet, p.host, p.port, p.allow_store, p.allow_find, p.allow_move,
-                              from_config=True))
+                              from_config=True, account=p.account.strip().lower()))
         for known in self.all():
             if known.from_config and known.name not in wanted:
                 self.remove(known.name)

@@ -45,6 +45,15 @@ from voxa.config import Settings
 from voxa.dicom import transfer_syntaxes
 from voxa.dimse import status as st
 from voxa.dimse.peers import PeerInfo, PeerRegistry
+from voxa.security.accounts import AccessFilter, Accounts
+from voxa.security.audit import (
+    AuditAction,
+    AuditEvent,
+    AuditInterface,
+    AuditOutcome,
+    AuditTrail,
+    AuditUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +207,16 @@ def _response_identifier(identifier: Dataset, level_text: str, values: dict[str,
 class DicomServer:
     """The DIMSE side of ``voxa serve``."""
 
-    def __init__(self, settings: Settings, archive: Archive, peers: PeerRegistry):
+    def __init__(self, settings: Settings, archive: Archive, peers: PeerRegistry, *,
+                 accounts: Accounts | None = None, audit: AuditTrail | None = None):
         self.settings = settings
         self.archive = archive
         self.peers = peers
+        self.accounts = accounts
+        self.audit = audit
+        # (association id, Study Instance UID) already recorded as stored: one audit record
+        # per study and association, not one per instance.
+        self._stored_studies: dict[int, set[str]] = {}
         self.ae = self._build_ae()
         self._server: Any = None
         self.port: int | None = None
@@ -229,6 +244,8 @@ class DicomServer:
     def handlers(self) -> list[tuple[Any, Any]]:
         return [
             (evt.EVT_CONN_OPEN, _on_conn_open),
+            (evt.EVT_RELEASED, self._forget_association),
+            (evt.EVT_ABORTED, self._forget_association),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_FIND, self.on_find),
@@ -276,6 +293,58 @@ class DicomServer:
             return self.settings.accept_unknown_peers
         return bool(getattr(peer, f"allow_{what}"))
 
+    def _access(self, event: evt.Event) -> tuple[AccessFilter | None, str, str]:
+        """(patient-level access, audit actor, actor role) of the calling peer.
+
+        A peer mapped to an account sees what that account sees; DIMSE cannot de-identify,
+        so an account limited to teaching cases sees nothing here."""
+        calling = event.assoc.requestor.ae_title.strip()
+        peer = self._peer_of(event)
+        if peer is None or not peer.account or self.accounts is None:
+            return None, f"AE:{calling}", ""
+        try:
+            user = self.accounts.get_user(peer.account)
+        except LookupError:
+            log.error("peer %s is mapped to unknown account %r: it sees no patients", peer.name, peer.account)
+            return AccessFilter(), f"AE:{calling}", ""
+        access = self.accounts.patient_filter(user)
+        if access.teaching_only:
+            access = AccessFilter()
+        return access, user.username, user.role
+
+    @staticmethod
+    def _source(event: evt.Event) -> str:
+        return f"{event.assoc.requestor.ae_title.strip()}@{event.assoc.requestor.address}"
+
+    def _record(self, event: evt.Event, action: AuditAction, actor: str, role: str, *, patient_ids: Any = (),
+                study_uids: Any = (), resource: str = "", outcome: AuditOutcome = AuditOutcome.SUCCESS,
+                detail: dict[str, Any] | None = None) -> None:
+        """Append an audit record; raises AuditUnavailable (callers refuse the operation)."""
+        if self.audit is None:
+            return
+        self.audit.record(AuditEvent(
+            actor=actor, actor_role=role, action=action, source=self._source(event), interface=AuditInterface.DIMSE,
+            outcome=outcome, patient_ids=sorted({p for p in patient_ids if p}),
+            study_instance_uids=sorted({u for u in study_uids if u}), resource=resource, detail=detail or {}))
+
+    def _forget_association(self, event: evt.Event) -> None:
+        self._stored_studies.pop(id(event.assoc), None)
+
+    def _audit_store(self, event: evt.Event, study_uid: str) -> None:
+        seen = self._stored_studies.setdefault(id(event.assoc), set())
+        if study_uid in seen:
+            return
+        from sqlalchemy import select
+
+        from voxa.archive.access import ST
+
+        with self.archive.index.read() as conn:
+            patient_id = conn.execute(select(ST.c.patient_id).where(ST.c.study_instance_uid == study_uid)).scalar()
+        _, actor, role = self._access(event)
+        self._record(event, AuditAction.STORE, actor, role, patient_ids=[patient_id or ""], study_uids=[study_uid],
+                     resource="C-STORE")
+        seen.add(study_uid)
+
     # -- services -------------------------------------------------------------------------
 
     def on_echo(self, event: evt.Event) -> int:
@@ -299,6 +368,12 @@ class DicomServer:
         except Exception as e:  # noqa: BLE001 - the association must survive
             log.exception("C-STORE from %s failed", calling)
             return st.status_dataset(st.OUT_OF_RESOURCES, f"internal error: {type(e).__name__}")
+        if result.ok and result.study_instance_uid:
+            try:
+                self._audit_store(event, result.study_instance_uid)
+            except AuditUnavailable:
+                # Stored but not audited: say so rather than acknowledge silently.
+                return st.status_dataset(st.OUT_OF_RESOURCES, "audit trail cannot be written; store not confirmed")
         return st.store_status(result)
 
     def on_find(self, event: evt.Event) -> Iterator[tuple[Any, Dataset | None]]:
@@ -317,9 +392,19 @@ class DicomServer:
 
             yield from worklist.handle_find(self.archive.index, identifier, event)
             return
+        access, actor, role = self._access(event)
         try:
             q = identifier_query(identifier, model)
+            q.access = access
             matches = run_query(self.archive.index, q)
+            self._record(event, AuditAction.QUERY, actor, role, resource=f"C-FIND {q.level.name}",
+                         patient_ids=[str(m.values.get("PatientID") or "") for m in matches],
+                         study_uids=[str(m.values.get("StudyInstanceUID") or "") for m in matches],
+                         detail={"keys": sorted(k for k, v in q.filters.items() if v not in ("", "*")),
+                                 "matches": len(matches)})
+        except AuditUnavailable as e:
+            yield st.status_dataset(st.QR_UNABLE_TO_PROCESS, str(e)), None
+            return
         except QueryError as e:
             yield st.status_dataset(st.QR_IDENTIFIER_DOES_NOT_MATCH, str(e)), None
             return
@@ -337,10 +422,28 @@ class DicomServer:
 
     # -- retrieve -------------------------------------------------------------------------
 
-    def _retrieve_locations(self, event: evt.Event) -> list[StoredLocation]:
+    def _retrieve_locations(self, event: evt.Event, destination: str) -> list[StoredLocation]:
+        """The instances to send, within the caller's patient-level access; audited first
+        (raises AuditUnavailable: the retrieve is refused)."""
+        access, actor, role = self._access(event)
         q = identifier_query(event.identifier, str(event.request.AffectedSOPClassUID))
-        ids = matching_instance_ids(self.archive.index, q.level, q.filters)
-        return self.archive.index.locate(instance_ids=ids) if ids else []
+        ids = matching_instance_ids(self.archive.index, q.level, q.filters, access)
+        locs = self.archive.index.locate(instance_ids=ids) if ids else []
+        study_uids = sorted({loc.study_instance_uid for loc in locs})
+        patient_ids: list[str] = []
+        if study_uids:
+            from sqlalchemy import select
+
+            from voxa.archive.access import ST
+
+            with self.archive.index.read() as conn:
+                patient_ids = list(conn.execute(select(ST.c.patient_id).where(
+                    ST.c.study_instance_uid.in_(study_uids))).scalars())
+        self._record(event, AuditAction.RETRIEVE, actor, role, patient_ids=patient_ids, study_uids=study_uids,
+                     resource=f"{'C-GET' if not destination else 'C-MOVE'} {q.level.name}",
+                     detail={"destination": destination, "instances": len(locs)} if destination
+                     else {"instances": len(locs)})
+        return locs
 
     def _load_for_context(self, loc: StoredLocation, accepted: list[tuple[str, str]]) -> Dataset:
         """The stored dataset, decompressed when the peer accepted no context for its syntax."""
@@ -383,7 +486,7 @@ class DicomServer:
             log.warning("C-MOVE from %s to unknown destination %r", calling, dest_aet)
             yield None, None
             return
-        locs = self._retrieve_locations(event)
+        locs = self._retrieve_locations(event, dest.aet)
         sub_assoc: dict[str, Any] = {}
 
         def _established(e: evt.Event) -> None:
@@ -402,7 +505,7 @@ class DicomServer:
         calling = event.assoc.requestor.ae_title
         if not self._allowed(event, "move"):
             raise PermissionError(f"AE {calling} may not retrieve from this archive")
-        locs = self._retrieve_locations(event)
+        locs = self._retrieve_locations(event, "")
         yield len(locs)
         yield from self._sub_operations(event, locs, lambda: event.assoc)
 

@@ -71,7 +71,7 @@ DEFAULT_ROLES: dict[str, RoleSpec] = {
         RoleSpec("student", "De-identified teaching cases only.", frozenset({P.TEACHING_VIEW}),
                  PatientScope.TEACHING_ONLY),
         RoleSpec("family_member", "One patient's signed reports and images, by verified grant.",
-                 frozenset({P.VIEW_IMAGES, P.VIEW_REPORT}), PatientScope.ASSIGNED),
+                 frozenset({P.VIEW_STUDY_LIST, P.VIEW_IMAGES, P.VIEW_REPORT}), PatientScope.ASSIGNED),
     )
 }
 

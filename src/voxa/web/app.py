@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from voxa import __version__
 from voxa.runtime import Runtime
@@ -20,10 +21,28 @@ class DomainError(Exception):
         self.message = message
 
 
+ROUTE_MODULES = ("auth", "admin", "peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "imaging",
+                 "measurements", "analyses", "ohif")
+
+
 def create_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI(title="Voxa", version=__version__,
-                  description="PACS archive: DICOMweb, Orthanc-compatible REST, administration.")
+    from voxa.web.access import AuditMiddleware, AuthContext, authenticated, authorise, undeclared_routes
+
+    settings = runtime.settings
+    # Every route passes authorise(): it enforces the route's declared permission and
+    # refuses routes that declare none.  FastAPI's own documentation routes would bypass
+    # it, so they are replaced by declared ones below.
+    app = FastAPI(title="Voxa", version=__version__, openapi_url=None, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(authorise)],
+                  description="PACS archive: DICOMweb, Orthanc-compatible REST, administration. "
+                              "Authenticate with HTTP Basic, a bearer API token, or a web session.")
     app.state.runtime = runtime
+    secure = settings.cookie_secure
+    if secure is None:
+        secure = bool(settings.public_url and settings.public_url.startswith("https"))
+    app.state.auth = AuthContext(runtime.accounts, runtime.audit, cookie_secure=secure,
+                                 coalesce_s=float(settings.audit_coalesce_s))
+    app.add_middleware(AuditMiddleware)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
@@ -33,13 +52,30 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     app.include_router(system.router)
     # Route modules, each with a ``router``; a module that does not exist yet is skipped.
-    for name in ("peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "ohif"):
+    for name in ROUTE_MODULES:
         module = _optional_route_module(name)
         if module is not None:
             app.include_router(module.router)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    @authenticated
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    @authenticated
+    def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Voxa API")
+
     from voxa.web.routes.metrics import install_metrics
 
     install_metrics(runtime)
+    missing = undeclared_routes(app)
+    if missing:
+        # They are refused at request time anyway; say so loudly at start-up.
+        import logging
+
+        logging.getLogger(__name__).error("routes without a declared permission (refused): %s", ", ".join(missing))
     return app
 
 

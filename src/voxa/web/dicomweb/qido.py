@@ -20,6 +20,9 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
 from voxa.archive.attributes import ATTRIBUTES, BY_KEYWORD, PATIENT_KEYWORDS_ON_STUDY, Attribute, Kind, Level
 from voxa.archive.query import Match, Query, QueryError, run_query
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import current_principal, note_access, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.dicomweb.common import (
@@ -31,6 +34,7 @@ from voxa.web.dicomweb.common import (
     study_url,
 )
 from voxa.web.dicomweb.media import DICOM_JSON, parse_accept
+from voxa.web.teaching import teaching_json
 
 router = APIRouter()
 
@@ -213,6 +217,8 @@ def search(request: Request, rt: Any, level: Level, fixed: dict[str, str],
     cap = int(setting(request, "qido_max_results", QIDO_MAX_RESULTS))
     limit = min(client_limit, cap) if client_limit is not None else cap
     q.limit = limit + 1  # one more tells whether results were cut
+    principal = current_principal(request)
+    q.access = principal.access
     try:
         matches = run_query(rt.archive.index, q)
     except QueryError as e:
@@ -231,37 +237,49 @@ def search(request: Request, rt: Any, level: Level, fixed: dict[str, str],
                         f'ignored: {names}"')
     if warnings:
         headers["Warning"] = ", ".join(warnings)
+    note_access(request, patient_ids=[str(m.values.get("PatientID") or "") for m in matches],
+                study_uids=[str(m.values.get("StudyInstanceUID") or "") for m in matches],
+                detail={"keys": sorted(q.filters), "matches": len(matches)})
     root = dicomweb_root(request)
-    body = json.dumps([match_json(m, level, root) for m in matches], separators=(",", ":"), ensure_ascii=False)
+    results = [match_json(m, level, root) for m in matches]
+    if principal.teaching_only:
+        results = [teaching_json(request, r) for r in results]
+    body = json.dumps(results, separators=(",", ":"), ensure_ascii=False)
     return Response(body.encode("utf-8"), media_type=DICOM_JSON, headers=headers)
 
 
 @router.get("/studies", summary="QIDO-RS: search for studies")
+@requires(Perm.VIEW_STUDY_LIST, Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.QUERY)
 def search_studies(request: Request, rt: RuntimeDep) -> Response:
     return search(request, rt, Level.STUDY, {})
 
 
 @router.get("/series", summary="QIDO-RS: search for series in all studies")
+@requires(Perm.VIEW_STUDY_LIST, Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.QUERY)
 def search_all_series(request: Request, rt: RuntimeDep) -> Response:
     return search(request, rt, Level.SERIES, {}, (Level.STUDY,))
 
 
 @router.get("/instances", summary="QIDO-RS: search for instances in all studies")
+@requires(Perm.VIEW_STUDY_LIST, Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.QUERY)
 def search_all_instances(request: Request, rt: RuntimeDep) -> Response:
     return search(request, rt, Level.IMAGE, {}, (Level.STUDY, Level.SERIES))
 
 
 @router.get("/studies/{study}/series", summary="QIDO-RS: search for series in a study")
+@requires(Perm.VIEW_STUDY_LIST, Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.QUERY)
 def search_series(study: str, request: Request, rt: RuntimeDep) -> Response:
     return search(request, rt, Level.SERIES, {"StudyInstanceUID": study})
 
 
 @router.get("/studies/{study}/instances", summary="QIDO-RS: search for instances in a study")
+@requires(Perm.VIEW_STUDY_LIST, Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.QUERY)
 def search_study_instances(study: str, request: Request, rt: RuntimeDep) -> Response:
     return search(request, rt, Level.IMAGE, {"StudyInstanceUID": study}, (Level.SERIES,))
 
 
 @router.get("/studies/{study}/series/{series}/instances", summary="QIDO-RS: search for instances in a series")
+@requires(Perm.VIEW_STUDY_LIST, Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.QUERY)
 def search_series_instances(study: str, series: str, request: Request, rt: RuntimeDep) -> Response:
     return search(request, rt, Level.IMAGE, {"StudyInstanceUID": study, "SeriesInstanceUID": series})
 

@@ -20,6 +20,9 @@ from fastapi.responses import Response
 
 from voxa.archive.blobstore import BlobNotFound
 from voxa.archive.ingest import IngestResult, Outcome
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.dicomweb import multipart
@@ -173,6 +176,7 @@ def _middle_frame(row: InstanceRow) -> int:
 
 
 @router.get("/studies/{study}/rendered", summary="WADO-RS: rendered study")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def study_rendered(study: str, request: Request, rt: RuntimeDep) -> Response:
     rows = instances(rt.archive.index, study)
     if _wants_multipart(request):
@@ -182,6 +186,7 @@ def study_rendered(study: str, request: Request, rt: RuntimeDep) -> Response:
 
 
 @router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: rendered series")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def series_rendered(study: str, series: str, request: Request, rt: RuntimeDep) -> Response:
     rows = instances(rt.archive.index, study, series)
     if _wants_multipart(request):
@@ -191,6 +196,7 @@ def series_rendered(study: str, series: str, request: Request, rt: RuntimeDep) -
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/rendered", summary="WADO-RS: rendered instance")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def instance_rendered(study: str, series: str, sop: str, request: Request, rt: RuntimeDep) -> Response:
     return _one(request, rt, one_instance(rt.archive.index, study, series, sop), 0)
 
@@ -204,23 +210,27 @@ def _frame_number(text: str) -> int:
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/rendered",
             summary="WADO-RS: rendered frame")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def frame_rendered(study: str, series: str, sop: str, frame: str, request: Request, rt: RuntimeDep) -> Response:
     return _one(request, rt, one_instance(rt.archive.index, study, series, sop), _frame_number(frame))
 
 
 @router.get("/studies/{study}/thumbnail", summary="WADO-RS: study thumbnail")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def study_thumbnail(study: str, request: Request, rt: RuntimeDep) -> Response:
     row = middle(instances(rt.archive.index, study))
     return _one(request, rt, row, _middle_frame(row), thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: series thumbnail")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def series_thumbnail(study: str, series: str, request: Request, rt: RuntimeDep) -> Response:
     row = middle(instances(rt.archive.index, study, series))
     return _one(request, rt, row, _middle_frame(row), thumbnail=True)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail", summary="WADO-RS: instance thumbnail")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def instance_thumbnail(study: str, series: str, sop: str, request: Request, rt: RuntimeDep) -> Response:
     row = one_instance(rt.archive.index, study, series, sop)
     return _one(request, rt, row, _middle_frame(row), thumbnail=True)
@@ -228,6 +238,7 @@ def instance_thumbnail(study: str, series: str, sop: str, request: Request, rt: 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame}/thumbnail",
             summary="WADO-RS: frame thumbnail")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def frame_thumbnail(study: str, series: str, sop: str, frame: str, request: Request, rt: RuntimeDep) -> Response:
     return _one(request, rt, one_instance(rt.archive.index, study, series, sop), _frame_number(frame),
                 thumbnail=True)

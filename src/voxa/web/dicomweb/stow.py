@@ -31,6 +31,9 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from voxa.archive.ingest import IngestResult, Outcome, RefusalCode, as_part10
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import note_access, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.dicomweb.common import STOW_MAX_PART_MB, dicomweb_root, instance_url, setting, study_url
@@ -184,6 +187,8 @@ async def store(request: Request, rt: Any, study: str | None) -> Response:
     if not outcomes:
         raise DomainError(400, "the request contains no instance")
     stored = [o for o in outcomes if o.stored]
+    note_access(request, study_uids=[o.study_instance_uid for o in stored],
+                detail={"instances": len(outcomes), "stored": len(stored)})
     if not stored:
         status = 409
     elif len(stored) == len(outcomes) and all(o.warning is None for o in stored):
@@ -200,10 +205,12 @@ async def store(request: Request, rt: Any, study: str | None) -> Response:
 
 
 @router.post("/studies", summary="STOW-RS: store instances")
+@requires(Perm.UPLOAD, audit=AuditAction.STORE)
 async def store_instances(request: Request, rt: RuntimeDep) -> Response:
     return await store(request, rt, None)
 
 
 @router.post("/studies/{study}", summary="STOW-RS: store instances of one study")
+@requires(Perm.UPLOAD, audit=AuditAction.STORE)
 async def store_study_instances(study: str, request: Request, rt: RuntimeDep) -> Response:
     return await store(request, rt, study)

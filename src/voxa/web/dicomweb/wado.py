@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from sqlalchemy import select
 
 from voxa.archive.blobstore import BlobNotFound
 from voxa.dicom.json import BULK_PREFIX, unpack_json_bytes
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import current_principal, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.dicomweb import multipart
@@ -57,6 +61,7 @@ from voxa.web.dicomweb.media import (
     pixel_media_type,
 )
 from voxa.web.dicomweb.pixels import InstanceFile, TranscodeError, transcode, transcode_problem, ts_name
+from voxa.web.teaching import teaching_bytes, teaching_json
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -107,6 +112,8 @@ def _file_chunks(rt: Any, row: InstanceRow) -> Iterator[bytes]:
 def retrieve(request: Request, rt: Any, rows: list[InstanceRow]) -> Response:
     ranges = _dicom_ranges(request)
     plan = _plan(rows, ranges)
+    if current_principal(request).teaching_only:
+        return _retrieve_teaching(request, rt, plan, ranges)
     # Transcode the first instance of each (stored syntax, target) pair now, so that an
     # encoder that refuses these images gives a 406 rather than a broken stream.
     ready: dict[int, bytes] = {}
@@ -144,6 +151,32 @@ def retrieve(request: Request, rt: Any, rows: list[InstanceRow]) -> Response:
                              media_type=multipart.content_type(DICOM, boundary))
 
 
+def _retrieve_teaching(request: Request, rt: Any, plan: list[tuple[InstanceRow, str | None]],
+                       ranges: list[MediaRange]) -> Response:
+    """Instances for a teaching-only user: each de-identified (so never streamed as stored)."""
+    def body(row: InstanceRow, target: str | None) -> bytes:
+        data = _transcoded(rt, row, target) if target else rt.archive.blobs.read(row.blob_key)
+        return teaching_bytes(request, data)
+
+    if not any(r.multipart or r.type in ("*/*", "*") for r in ranges):
+        if len(plan) > 1:
+            raise DomainError(406, 'several instances need multipart/related; type="application/dicom"')
+        row, target = plan[0]
+        return Response(body(row, target), media_type=f"{DICOM}; transfer-syntax={target or row.transfer_syntax_uid}")
+    root = dicomweb_root(request)
+    boundary = multipart.new_boundary()
+
+    def parts() -> Iterator[tuple[dict[str, str], Iterator[bytes]]]:
+        for row, target in plan:
+            data = body(row, target)
+            yield {"Content-Type": f"{DICOM}; transfer-syntax={target or row.transfer_syntax_uid}",
+                   "Content-Location": instance_url(root, row.study_instance_uid, row.series_instance_uid,
+                                                    row.sop_instance_uid),
+                   "Content-Length": str(len(data))}, iter((data,))
+
+    return StreamingResponse(multipart.encode(parts(), boundary), media_type=multipart.content_type(DICOM, boundary))
+
+
 def _transcoded(rt: Any, row: InstanceRow, target: str, streaming: bool = False) -> bytes:
     try:
         return transcode(rt.archive.blobs.read(row.blob_key), row.transfer_syntax_uid, target)
@@ -155,16 +188,19 @@ def _transcoded(rt: Any, row: InstanceRow, target: str, streaming: bool = False)
 
 
 @router.get("/studies/{study}", summary="WADO-RS: retrieve a study")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.RETRIEVE)
 def retrieve_study(study: str, request: Request, rt: RuntimeDep) -> Response:
     return retrieve(request, rt, instances(rt.archive.index, study))
 
 
 @router.get("/studies/{study}/series/{series}", summary="WADO-RS: retrieve a series")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.RETRIEVE)
 def retrieve_series(study: str, series: str, request: Request, rt: RuntimeDep) -> Response:
     return retrieve(request, rt, instances(rt.archive.index, study, series))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}", summary="WADO-RS: retrieve an instance")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.RETRIEVE)
 def retrieve_instance(study: str, series: str, sop: str, request: Request, rt: RuntimeDep) -> Response:
     return retrieve(request, rt, [one_instance(rt.archive.index, study, series, sop)])
 
@@ -197,6 +233,9 @@ def metadata_response(request: Request, rt: Any, study: str, series: str | None 
     if not any(not r.multipart and (r.matches(DICOM_JSON) or r.matches("application/json")) for r in ranges):
         raise DomainError(406, "metadata is available as application/dicom+json only")
     body = metadata_bytes(rt, dicomweb_root(request), study, series, sop)
+    if current_principal(request).teaching_only:
+        body = json.dumps([teaching_json(request, a) for a in json.loads(body)], separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
     headers = {"Vary": "Accept-Encoding"}
     if len(body) >= METADATA_GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
         body = gzip.compress(body, compresslevel=1, mtime=0)
@@ -205,16 +244,19 @@ def metadata_response(request: Request, rt: Any, study: str, series: str | None 
 
 
 @router.get("/studies/{study}/metadata", summary="WADO-RS: study metadata")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def study_metadata(study: str, request: Request, rt: RuntimeDep) -> Response:
     return metadata_response(request, rt, study)
 
 
 @router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: series metadata")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def series_metadata(study: str, series: str, request: Request, rt: RuntimeDep) -> Response:
     return metadata_response(request, rt, study, series)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/metadata", summary="WADO-RS: instance metadata")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def instance_metadata(study: str, series: str, sop: str, request: Request, rt: RuntimeDep) -> Response:
     return metadata_response(request, rt, study, series, sop)
 
@@ -337,6 +379,7 @@ def frames_response(request: Request, rt: Any, row: InstanceRow, numbers: list[i
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame_list}",
             summary="WADO-RS: frames of an instance")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def retrieve_frames(study: str, series: str, sop: str, frame_list: str, request: Request,
                     rt: RuntimeDep) -> Response:
     numbers = parse_frame_list(frame_list)
@@ -345,6 +388,7 @@ def retrieve_frames(study: str, series: str, sop: str, frame_list: str, request:
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames",
             summary="WADO-RS: all frames of an instance (the pixel data's BulkDataURI)")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def retrieve_all_frames(study: str, series: str, sop: str, request: Request, rt: RuntimeDep) -> Response:
     return frames_response(request, rt, one_instance(rt.archive.index, study, series, sop), None)
 
@@ -380,6 +424,7 @@ def _find_bulk(ds: Dataset, tags: list[int]) -> Any:
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/bulk/{tag_path:path}",
             summary="WADO-RS: bulk data of an instance (honours Range)")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def retrieve_bulk(study: str, series: str, sop: str, tag_path: str, request: Request, rt: RuntimeDep) -> Response:
     tag_path = tag_path.strip("/")
     if not _TAG_PATH_RE.match(tag_path):
@@ -390,6 +435,10 @@ def retrieve_bulk(study: str, series: str, sop: str, tag_path: str, request: Req
     row = one_instance(rt.archive.index, study, series, sop)
     if tags == [0x7FE00010] and row.is_image:
         return frames_response(request, rt, row, None)
+    if current_principal(request).teaching_only:
+        # Other bulk data may hold identifying content the profile would remove (overlays,
+        # encapsulated documents): teaching users get pixel data only.
+        raise DomainError(404, f"instance {sop} has no element {tag_path} for teaching access")
     try:
         f = InstanceFile(rt.archive.blobs, row.blob_key, row.transfer_syntax_uid)
     except BlobNotFound:

@@ -32,6 +32,9 @@ from voxa.archive import identifiers
 from voxa.archive.ingest import IngestResult, Outcome, RefusalCode
 from voxa.archive.resources import UnknownResource, resolve_public_id
 from voxa.runtime import Runtime
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import note_access, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.rest.archives import CHUNK_BYTES
@@ -104,6 +107,7 @@ def _tags_response(full: dict[str, Any], simplify_arg: str | None, short_arg: st
 
 
 @router.get("/instances/{id}/file", response_model=None)
+@requires(Perm.DOWNLOAD, audit=AuditAction.DOWNLOAD)
 def instance_file(id: str, rt: RuntimeDep) -> Response:
     """The stored file, byte for byte (``application/dicom``)."""
     row = _instance(rt, id)
@@ -125,6 +129,7 @@ def instance_file(id: str, rt: RuntimeDep) -> Response:
 
 
 @router.get("/instances/{id}/tags", response_model=None)
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_tags(id: str, rt: RuntimeDep, simplify: str | None = None, short: str | None = None) -> JSONResponse:
     """All attributes in Orthanc's format (``{"0010,0010": {"Name", "Type", "Value"}}``);
     ``?simplify``: ``{"PatientName": ...}``; ``?short``: ``{"0010,0010": ...}``."""
@@ -136,12 +141,14 @@ def instance_tags(id: str, rt: RuntimeDep, simplify: str | None = None, short: s
 
 
 @router.get("/instances/{id}/simplified-tags", response_model=None)
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_simplified_tags(id: str, rt: RuntimeDep) -> JSONResponse:
     """All attributes as ``{"PatientName": "DOE^JANE", ...}`` (Orthanc's simplified form)."""
     return instance_tags(id, rt, simplify="true")
 
 
 @router.get("/instances/{id}/header", response_model=None)
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_header(id: str, rt: RuntimeDep, simplify: str | None = None, short: str | None = None) -> JSONResponse:
     """The file meta information (group 0002) in Orthanc's format (binary elements left out)."""
     ds = _dataset(rt, _instance(rt, id))
@@ -150,6 +157,7 @@ def instance_header(id: str, rt: RuntimeDep, simplify: str | None = None, short:
 
 
 @router.get("/instances/{id}/frames", response_model=None)
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_frames(id: str, rt: RuntimeDep) -> list[int]:
     """The frame numbers, from 0 (an instance without pixel data has none)."""
     row = _instance(rt, id, metadata=True)
@@ -159,6 +167,7 @@ def instance_frames(id: str, rt: RuntimeDep) -> list[int]:
 
 
 @router.get("/instances/{id}/metadata", response_model=None)
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_metadata(id: str, rt: RuntimeDep, expand: str | None = None) -> Any:
     """Orthanc's instance metadata names (``?expand``: names and values)."""
     values = _metadata_values(_instance(rt, id))
@@ -166,6 +175,7 @@ def instance_metadata(id: str, rt: RuntimeDep, expand: str | None = None) -> Any
 
 
 @router.get("/instances/{id}/metadata/{name}", response_model=None)
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_metadata_item(id: str, name: str, rt: RuntimeDep) -> PlainTextResponse:
     values = _metadata_values(_instance(rt, id))
     if name not in values:
@@ -214,6 +224,7 @@ AcceptHeader = Annotated[str | None, Header()]
 
 
 @router.get("/instances/{id}/preview", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_preview(id: str, rt: RuntimeDep, accept: AcceptHeader = None) -> Response:
     """The first frame as Orthanc's preview: a PNG (JPEG with ``Accept: image/jpeg``), min-max stretched."""
     return _render(rt, id, 0, rendered=False, accept=accept)
@@ -221,6 +232,7 @@ def instance_preview(id: str, rt: RuntimeDep, accept: AcceptHeader = None) -> Re
 
 @router.get("/instances/{id}/frames/{frame}/preview", response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def frame_preview(id: str, frame: int, rt: RuntimeDep, accept: AcceptHeader = None) -> Response:
     """One frame (from 0) as Orthanc's preview."""
     return _render(rt, id, frame, rendered=False, accept=accept)
@@ -243,6 +255,7 @@ def _rendered(id: str, frame: int, rt: Runtime, accept: str | None, center: floa
 
 
 @router.get("/instances/{id}/rendered", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def instance_rendered(id: str, rt: RuntimeDep, accept: AcceptHeader = None,
                       window_center: Annotated[float | None, Query(alias="window-center")] = None,
                       window_width: Annotated[float | None, Query(alias="window-width")] = None,
@@ -253,6 +266,7 @@ def instance_rendered(id: str, rt: RuntimeDep, accept: AcceptHeader = None,
 
 @router.get("/instances/{id}/frames/{frame}/rendered", response_class=Response,
             responses={200: {"content": {"image/png": {}}}})
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def frame_rendered(id: str, frame: int, rt: RuntimeDep, accept: AcceptHeader = None,
                    window_center: Annotated[float | None, Query(alias="window-center")] = None,
                    window_width: Annotated[float | None, Query(alias="window-width")] = None,
@@ -324,7 +338,8 @@ def _answer(rt: Runtime, result: IngestResult) -> dict[str, Any]:
     "description": "One DICOM Part 10 file, or a ZIP of DICOM files.",
     "content": {"application/dicom": {"schema": {"type": "string", "format": "binary"}},
                 "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
-def upload_instances(rt: RuntimeDep, body: SpooledBody) -> Any:
+@requires(Perm.UPLOAD, audit=AuditAction.STORE)
+def upload_instances(rt: RuntimeDep, body: SpooledBody, request: Request) -> Any:
     """Store one DICOM file or a ZIP of them, through the archive's one ingest path."""
     from voxa.cli.archive import iter_import_items
 
@@ -336,6 +351,7 @@ def upload_instances(rt: RuntimeDep, body: SpooledBody) -> Any:
         result = rt.archive.ingest(body.read_bytes(), source="rest")
         if result.outcome is Outcome.REFUSED:
             raise DomainError(_HTTP_STATUS.get(result.code, 400) if result.code else 400, result.reason)
+        note_access(request, study_uids=result.study_instance_uid)
         return _answer(rt, result)
 
     answers: list[dict[str, Any]] = []
@@ -348,6 +364,8 @@ def upload_instances(rt: RuntimeDep, body: SpooledBody) -> Any:
         if isinstance(data, Exception):
             raise DomainError(400, f"the body is not a readable ZIP: {data}")
         result = rt.archive.ingest(data, source="rest")
+        if result.ok:
+            note_access(request, study_uids=result.study_instance_uid)
         if result.outcome is Outcome.REFUSED:
             if not is_zip:
                 raise DomainError(_HTTP_STATUS.get(result.code, 400) if result.code else 400, result.reason)

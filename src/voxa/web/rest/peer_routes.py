@@ -13,13 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from voxa.archive.http_peers import HttpPeerInfo, HttpPeerRegistry, HttpPeersUnavailable, UnknownHttpPeer
 from voxa.archive.index import StoredLocation
 from voxa.archive.resources import UnknownResource, locate_public_ids
 from voxa.jobs.executor import JobContext
 from voxa.runtime import Runtime
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import check_locations, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.rest.common import flag
@@ -73,6 +76,7 @@ def _client(peer: HttpPeerInfo) -> httpx.Client:
 
 
 @router.get("/peers", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD)
 def list_peers(rt: RuntimeDep, expand: str | None = None) -> Any:
     """Peer names; ``?expand``: name -> configuration."""
     peers = _call(_registry(rt).all)
@@ -80,6 +84,7 @@ def list_peers(rt: RuntimeDep, expand: str | None = None) -> Any:
 
 
 @router.get("/peers/{name}", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD)
 def get_peer(name: str, rt: RuntimeDep) -> list[str]:
     """What can be done with the peer (as Orthanc lists it)."""
     _call(_registry(rt).by_name, name)
@@ -87,11 +92,13 @@ def get_peer(name: str, rt: RuntimeDep) -> list[str]:
 
 
 @router.get("/peers/{name}/configuration", response_model=None)
+@requires(Perm.MANAGE_SETTINGS)
 def get_peer_configuration(name: str, rt: RuntimeDep) -> dict[str, Any]:
     return peer_json(_call(_registry(rt).by_name, name))
 
 
 @router.put("/peers/{name}", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, audit=AuditAction.PEER_CHANGE)
 def put_peer(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
     """Create or replace a peer."""
     peer = _peer_from_body(name, body)
@@ -100,12 +107,14 @@ def put_peer(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
 
 
 @router.delete("/peers/{name}", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, audit=AuditAction.PEER_CHANGE)
 def delete_peer(name: str, rt: RuntimeDep) -> dict[str, Any]:
     _call(_registry(rt).remove, name)
     return {}
 
 
 @router.get("/peers/{name}/system", response_model=None)
+@requires(Perm.MANAGE_SETTINGS)
 def peer_system(name: str, rt: RuntimeDep) -> Any:
     """The peer's ``/system`` (checks that it answers and that the credentials work)."""
     peer = _call(_registry(rt).by_name, name)
@@ -155,7 +164,8 @@ def send_instances(rt: Runtime, peer: HttpPeerInfo, locations: list[StoredLocati
 
 
 @router.post("/peers/{name}/store", response_model=None)
-def store_to_peer(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
+@requires(Perm.DOWNLOAD, audit=AuditAction.EXPORT)
+def store_to_peer(name: str, rt: RuntimeDep, body: Body, request: Request) -> dict[str, Any]:
     """Send patients, studies, series or instances to the peer, as a job."""
     peer = _call(_registry(rt).by_name, name)
     ids, options = _resources(body)
@@ -163,6 +173,7 @@ def store_to_peer(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
         locations = locate_public_ids(rt.archive.index, ids)
     except UnknownResource as e:
         raise DomainError(404, str(e)) from None
+    check_locations(request, locations)
     asynchronous = options.get("Asynchronous") is True or options.get("Synchronous") is False
 
     def run(ctx: JobContext) -> dict[str, Any]:

@@ -10,6 +10,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from voxa.archive.attributes import Level
 from voxa.archive.index import NotFound
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import PrincipalDep, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.rest.archives import archive_entries, download_name, media_entries, stream_zip
@@ -31,8 +34,9 @@ from voxa.web.rest.resources import ResourceReader
 router = APIRouter(tags=["orthanc resources"])
 
 
-def get_reader(rt: RuntimeDep) -> ResourceReader:
-    return ResourceReader(rt.archive.index, rt.archive.blobs)
+def get_reader(rt: RuntimeDep, principal: PrincipalDep) -> ResourceReader:
+    """A reader limited to what the caller may see."""
+    return ResourceReader(rt.archive.index, rt.archive.blobs, principal.access)
 
 
 ReaderDep = Annotated[ResourceReader, Depends(get_reader)]
@@ -51,6 +55,7 @@ def _json(content: Any) -> JSONResponse:
 
 
 def _add_list(info: LevelInfo) -> None:
+    @requires(Perm.VIEW_STUDY_LIST, audit=AuditAction.QUERY)
     def list_resources(reader: ReaderDep, expand: ExpandArg = None, since: SinceArg = None, limit: LimitArg = None,
                        requested_tags: RequestedTagsArg = None) -> JSONResponse:
         first = int_arg(since, "since", default=0) or 0
@@ -67,6 +72,7 @@ def _add_list(info: LevelInfo) -> None:
 
 
 def _add_get(info: LevelInfo) -> None:
+    @requires(Perm.VIEW_STUDY_LIST, audit=AuditAction.VIEW)
     def get_resource(id: str, reader: ReaderDep, requested_tags: RequestedTagsArg = None) -> JSONResponse:
         return _json(reader.get(info, id, split_tags_arg(requested_tags)))
 
@@ -76,6 +82,7 @@ def _add_get(info: LevelInfo) -> None:
 
 
 def _add_delete(info: LevelInfo) -> None:
+    @requires(Perm.DELETE, audit=AuditAction.DELETE)
     def delete_resource(id: str, rt: RuntimeDep, reader: ReaderDep) -> JSONResponse:
         lineage = reader.lineage(info, id)
         try:
@@ -100,6 +107,7 @@ def _add_delete(info: LevelInfo) -> None:
 
 
 def _add_statistics(info: LevelInfo) -> None:
+    @requires(Perm.VIEW_STUDY_LIST, audit=AuditAction.VIEW)
     def resource_statistics(id: str, reader: ReaderDep) -> JSONResponse:
         return _json(reader.statistics(info, id))
 
@@ -109,6 +117,7 @@ def _add_statistics(info: LevelInfo) -> None:
 
 
 def _add_children(info: LevelInfo, child: LevelInfo) -> None:
+    @requires(Perm.VIEW_STUDY_LIST, audit=AuditAction.VIEW)
     def children(id: str, reader: ReaderDep, expand: ExpandArg = None,
                  requested_tags: RequestedTagsArg = None) -> JSONResponse:
         row_ids = reader.descendant_row_ids(info, reader.row_id(info, id), child)
@@ -122,6 +131,7 @@ def _add_children(info: LevelInfo, child: LevelInfo) -> None:
 
 
 def _add_ancestor(info: LevelInfo, parent: LevelInfo) -> None:
+    @requires(Perm.VIEW_STUDY_LIST, audit=AuditAction.VIEW)
     def ancestor(id: str, reader: ReaderDep) -> JSONResponse:
         return _json(reader.get(parent, reader.lineage(info, id)[parent.level]))
 
@@ -132,6 +142,7 @@ def _add_ancestor(info: LevelInfo, parent: LevelInfo) -> None:
 
 
 def _add_archives(info: LevelInfo) -> None:
+    @requires(Perm.DOWNLOAD, audit=AuditAction.EXPORT)
     def archive(id: str, rt: RuntimeDep, reader: ReaderDep) -> StreamingResponse:
         entries = archive_entries(rt.archive.index, [(info.level, reader.row_id(info, id))])
         return StreamingResponse(stream_zip(rt.archive.blobs, entries), media_type="application/zip",
@@ -142,6 +153,7 @@ def _add_archives(info: LevelInfo) -> None:
     router.add_api_route(f"/{info.path}/{{id}}/archive", archive, methods=["GET"], name=f"archive_{info.path}",
                          response_model=None)
 
+    @requires(Perm.DOWNLOAD, audit=AuditAction.EXPORT)
     def media(id: str, rt: RuntimeDep, reader: ReaderDep) -> StreamingResponse:
         entries = archive_entries(rt.archive.index, [(info.level, reader.row_id(info, id))])
         dicomdir, renamed = media_or_error(rt, entries)

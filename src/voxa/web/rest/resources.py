@@ -21,9 +21,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from voxa.archive.access import instance_condition, patient_condition, study_condition
 from voxa.archive.attributes import BY_KEYWORD, Level
 from voxa.archive.blobstore import BlobStore
 from voxa.archive.index import Index
+from voxa.security.accounts import AccessFilter
 from voxa.web.rest.common import (
     BY_LEVEL,
     IN,
@@ -104,16 +106,35 @@ class _Representative:
 class ResourceReader:
     """Reads resources from the index (and, for DS/IS main tags, the stored files' headers)."""
 
-    def __init__(self, index: Index, blobs: BlobStore):
+    def __init__(self, index: Index, blobs: BlobStore, access: AccessFilter | None = None):
         self.index = index
         self.blobs = blobs
+        # The caller's patient-level access: resources outside it do not exist for them.
+        self.access = access
+
+    def visible(self, info: LevelInfo) -> Any:
+        """A condition on ``info.table`` keeping the resources the caller may see (None: all)."""
+        cond = study_condition(self.access)
+        if cond is None:
+            return None
+        if info is PATIENTS:
+            return patient_condition(self.access)
+        if info is STUDIES:
+            return cond
+        if info is SERIES:
+            return SE.c.study_fk.in_(select(ST.c.id).where(cond))
+        return instance_condition(self.access)
 
     # -- look-ups -------------------------------------------------------------------------------
 
     def row_id(self, info: LevelInfo, public_id: str) -> int:
         """The row id of a resource at this level; 404 when there is none."""
+        q = select(info.table.c.id).where(info.table.c.public_id == public_id.strip())
+        visible = self.visible(info)
+        if visible is not None:
+            q = q.where(visible)
         with self.index.read() as conn:
-            rid = conn.execute(select(info.table.c.id).where(info.table.c.public_id == public_id.strip())).scalar()
+            rid = conn.execute(q).scalar()
         if rid is None:
             raise unknown(info, public_id)
         return int(rid)
@@ -143,6 +164,9 @@ class ResourceReader:
 
     def list_row_ids(self, info: LevelInfo, since: int = 0, limit: int | None = None) -> list[int]:
         q = select(info.table.c.id).order_by(info.table.c.id)
+        visible = self.visible(info)
+        if visible is not None:
+            q = q.where(visible)
         if since:
             q = q.offset(since)
         if limit:
@@ -168,6 +192,9 @@ class ResourceReader:
         if child is not STUDIES and info is PATIENTS:
             q = q.join(ST, ST.c.id == SE.c.study_fk)
         column = {Level.PATIENT: ST.c.patient_fk, Level.STUDY: SE.c.study_fk, Level.SERIES: IN.c.series_fk}[info.level]
+        visible = self.visible(child)
+        if visible is not None:
+            q = q.where(visible)
         with self.index.read() as conn:
             return [int(r) for r in conn.execute(q.where(column == row_id).order_by(child.table.c.id)).scalars()]
 
@@ -188,7 +215,7 @@ class ResourceReader:
                       requested: Sequence[str]) -> list[dict[str, Any]]:
         level = info.level
         rows = {r.id: r for r in conn.execute(self._rows_query(info).where(info.table.c.id.in_(ids)))}
-        children = self._children(conn, info, ids)
+        children = self._children(conn, info, ids, study_condition(self.access))
         if level is Level.IMAGE:
             first = {i: i for i in rows}
         else:
@@ -218,10 +245,13 @@ class ResourceReader:
         return select(*cols, SE.c.public_id.label("parent_public_id")).join(SE, SE.c.id == IN.c.series_fk)
 
     @staticmethod
-    def _children(conn: Connection, info: LevelInfo, ids: Sequence[int]) -> dict[int, list[Any]]:
+    def _children(conn: Connection, info: LevelInfo, ids: Sequence[int], studies_visible: Any = None
+                  ) -> dict[int, list[Any]]:
         out: dict[int, list[Any]] = {}
         if info is PATIENTS:
             q = select(ST.c.patient_fk, ST.c.public_id).where(ST.c.patient_fk.in_(ids)).order_by(ST.c.id)
+            if studies_visible is not None:
+                q = q.where(studies_visible)
         elif info is STUDIES:
             q = select(SE.c.study_fk, SE.c.public_id).where(SE.c.study_fk.in_(ids)).order_by(SE.c.id)
         elif info is SERIES:

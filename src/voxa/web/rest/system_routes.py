@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from voxa import __version__
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import authenticated, requires
 from voxa.web.deps import RuntimeDep
 from voxa.web.rest.common import BY_NAME, int_arg, orthanc_time
 
@@ -29,6 +31,7 @@ def _loopback(host: str) -> bool:
 
 
 @router.get("/system", response_model=None)
+@authenticated
 def system(rt: RuntimeDep, request: Request) -> dict[str, Any]:
     """Orthanc's description of the server, with Voxa's name and version."""
     s = rt.settings
@@ -53,6 +56,7 @@ def system(rt: RuntimeDep, request: Request) -> dict[str, Any]:
 
 
 @router.get("/statistics", response_model=None)
+@requires(Perm.MANAGE_SETTINGS)
 def statistics(rt: RuntimeDep) -> dict[str, Any]:
     """Counts and sizes of the whole archive."""
     counts = rt.archive.index.statistics()
@@ -74,6 +78,7 @@ def _change(c: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/changes", response_model=None)
+@requires(Perm.MANAGE_SETTINGS)
 def changes(rt: RuntimeDep, since: str | None = None, limit: str | None = None,
             last: str | None = None) -> dict[str, Any]:
     """The change log: ``?since=N&limit=M`` pages through it (``Done``: nothing after this page,

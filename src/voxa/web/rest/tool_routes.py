@@ -21,6 +21,9 @@ from sqlalchemy import func, select
 
 from voxa.archive.attributes import BY_KEYWORD, PATIENT_KEYWORDS_ON_STUDY, Attribute, Kind, Level
 from voxa.archive.query import Query, QueryError, build_select, has_wildcard
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import authenticated, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.rest.archives import archive_entries, stream_zip
@@ -129,7 +132,7 @@ def find_row_ids(reader: ResourceReader, info: LevelInfo, query: Any, *, case_se
         if case_sensitive and attr.kind in (Kind.TEXT, Kind.PN) and not across_studies:
             checked[keyword] = (value, vr)
     try:
-        stmt = build_select(Query(level, indexed, return_keys=list(checked)))
+        stmt = build_select(Query(level, indexed, return_keys=list(checked), access=reader.access))
     except QueryError as e:
         raise DomainError(400, str(e)) from None
     table = info.table
@@ -183,6 +186,7 @@ def _int(body: dict[str, Any], name: str) -> int:
 @router.post("/tools/find", response_model=None, openapi_extra={"requestBody": {"content": {"application/json": {
     "schema": {}, "example": {"Level": "Study", "Query": {"PatientName": "DOE*", "StudyDate": "20240101-"},
                               "Expand": True, "Limit": 100}}}}})
+@requires(Perm.VIEW_STUDY_LIST, audit=AuditAction.QUERY)
 def tools_find(reader: ReaderDep, body: Body) -> JSONResponse:
     """Orthanc's find: resource IDs matching ``Query`` at ``Level`` (``Expand``: full objects)."""
     if not isinstance(body, dict):
@@ -206,6 +210,7 @@ def tools_find(reader: ReaderDep, body: Body) -> JSONResponse:
 
 @router.post("/tools/lookup", response_model=None, openapi_extra={"requestBody": {"content": {"text/plain": {
     "schema": {"type": "string"}, "example": "1.2.840.113619.2.1.1"}}}})
+@requires(Perm.VIEW_STUDY_LIST, audit=AuditAction.QUERY)
 def tools_lookup(reader: ReaderDep, text: RawText) -> list[dict[str, str]]:
     """Resources whose PatientID, StudyInstanceUID, AccessionNumber, SeriesInstanceUID or
     SOPInstanceUID is the body."""
@@ -218,8 +223,11 @@ def tools_lookup(reader: ReaderDep, text: RawText) -> list[dict[str, str]]:
                                  (Level.SERIES, SE.c.series_instance_uid == text),
                                  (Level.IMAGE, IN.c.sop_instance_uid == text)):
             info = BY_LEVEL[level]
-            for public_id in conn.execute(select(info.table.c.public_id).where(condition)
-                                          .order_by(info.table.c.id)).scalars():
+            visible = reader.visible(info)
+            q = select(info.table.c.public_id).where(condition)
+            if visible is not None:
+                q = q.where(visible)
+            for public_id in conn.execute(q.order_by(info.table.c.id)).scalars():
                 found.append((info, public_id))
     return [{"ID": pid, "Path": resource_path(info, pid), "Type": info.name} for info, pid in found]
 
@@ -237,23 +245,27 @@ def _zip_response(reader: ResourceReader, rt: Any, body: Any, *, media: bool) ->
 
 
 @router.post("/tools/create-archive", response_model=None)
+@requires(Perm.DOWNLOAD, audit=AuditAction.EXPORT)
 def create_archive(rt: RuntimeDep, reader: ReaderDep, body: Body) -> StreamingResponse:
     """A ZIP of several resources: ``{"Resources": [IDs]}`` or a list of IDs (streamed)."""
     return _zip_response(reader, rt, body, media=False)
 
 
 @router.post("/tools/create-media", response_model=None)
+@requires(Perm.DOWNLOAD, audit=AuditAction.EXPORT)
 def create_media(rt: RuntimeDep, reader: ReaderDep, body: Body) -> StreamingResponse:
     """A ZIP with a DICOMDIR of several resources (streamed)."""
     return _zip_response(reader, rt, body, media=True)
 
 
 @router.get("/tools/now", response_class=PlainTextResponse)
+@authenticated
 def tools_now() -> str:
     """The server's time in UTC, Orthanc's format (``20240131T235959``)."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
 
 
 @router.get("/tools/now-local", response_class=PlainTextResponse)
+@authenticated
 def tools_now_local() -> str:
     return dt.datetime.now().strftime("%Y%m%dT%H%M%S")

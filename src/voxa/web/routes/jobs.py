@@ -20,6 +20,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from voxa.jobs.executor import TERMINAL, JobView, UnknownJob
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 
@@ -73,6 +75,7 @@ def _get(rt: Any, job_id: str) -> JobView:
 
 
 @router.get("/jobs", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD, Perm.UPLOAD, Perm.RUN_ANALYSIS)
 def list_jobs(rt: RuntimeDep, expand: str | None = None, limit: int = 100) -> list[Any]:
     """Job IDs, newest first; with ``?expand`` the job objects."""
     if not 1 <= limit <= 10_000:
@@ -84,11 +87,13 @@ def list_jobs(rt: RuntimeDep, expand: str | None = None, limit: int = 100) -> li
 
 
 @router.get("/jobs/{job_id}", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD, Perm.UPLOAD, Perm.RUN_ANALYSIS)
 def get_job(job_id: str, rt: RuntimeDep) -> dict[str, Any]:
     return job_json(_get(rt, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD, Perm.UPLOAD, Perm.RUN_ANALYSIS)
 def cancel_job(job_id: str, rt: RuntimeDep) -> dict[str, Any]:
     """Ask a job to stop; it stops at its next progress report. A finished job is left as it is."""
     _get(rt, job_id)

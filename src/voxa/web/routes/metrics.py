@@ -34,6 +34,8 @@ from voxa import __version__
 from voxa.archive.ingest import Archive, IngestResult, Outcome
 from voxa.archive.models import Job
 from voxa.runtime import Runtime
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import requires
 from voxa.web.deps import RuntimeDep
 
 router = APIRouter(tags=["metrics"])
@@ -198,6 +200,7 @@ def render_metrics(rt: Runtime) -> str:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
+@requires(Perm.MANAGE_SETTINGS)
 def metrics(rt: RuntimeDep) -> Any:
     """Prometheus metrics (text format 0.0.4)."""
     return PlainTextResponse(render_metrics(rt), media_type=CONTENT_TYPE)

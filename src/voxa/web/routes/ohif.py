@@ -39,6 +39,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import requires
+
 OHIF_PREFIX = "/ohif"
 """Where the viewer is mounted; also its ``routerBasename``."""
 
@@ -319,6 +322,7 @@ def _serve_file(request: Request, path: Path, *, cache_control: str) -> Response
 
 
 @router.get(OHIF_PREFIX, include_in_schema=False)
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW)
 def ohif_root(request: Request) -> Response:
     """``/ohif`` -> ``/ohif/`` (the viewer's relative links need the slash)."""
     query = request.url.query
@@ -326,6 +330,7 @@ def ohif_root(request: Request) -> Response:
 
 
 @router.get(f"{OHIF_PREFIX}/app-config.js", include_in_schema=False)
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW)
 def ohif_app_config() -> Response:
     """OHIF's ``window.config`` for this server (the shipped ``app-config.js`` is never served)."""
     return Response(app_config_js(), media_type=_MEDIA_TYPES[".js"],
@@ -333,6 +338,7 @@ def ohif_app_config() -> Response:
 
 
 @router.api_route(OHIF_PREFIX + "/{rel:path}", methods=["GET", "HEAD"], include_in_schema=False)
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW)
 def ohif_files(rel: str, request: Request) -> Response:
     """A file of the viewer build, or ``index.html`` for one of the app's routes."""
     dist = ohif_dir(getattr(getattr(request.app.state, "runtime", None), "settings", None))

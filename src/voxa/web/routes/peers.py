@@ -40,6 +40,9 @@ from voxa.dimse import scu
 from voxa.dimse.peers import PeerInfo, UnknownPeer
 from voxa.jobs.executor import JobContext
 from voxa.runtime import Runtime
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import check_locations, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 
@@ -176,12 +179,12 @@ def modality_json(p: PeerInfo) -> dict[str, Any]:
         "AllowEcho": True, "AllowFind": p.allow_find, "AllowFindWorklist": p.allow_find,
         "AllowGet": p.allow_move, "AllowMove": p.allow_move, "AllowStore": p.allow_store,
         "AllowNAction": False, "AllowNEventReport": False, "AllowTranscoding": True,
-        "Name": p.name, "FromConfiguration": p.from_config,
+        "Name": p.name, "FromConfiguration": p.from_config, "Account": p.account,
     }
 
 
 def _peer_from_body(name: str, body: Any) -> PeerInfo:
-    allow = {"allow_store": True, "allow_find": True, "allow_move": True}
+    allow: dict[str, Any] = {"allow_store": True, "allow_find": True, "allow_move": True}
     if isinstance(body, list):
         if len(body) not in (3, 4):
             raise DomainError(400, 'a modality as a list is ["AET", "host", port] (or with a manufacturer last)')
@@ -191,6 +194,10 @@ def _peer_from_body(name: str, body: Any) -> PeerInfo:
         allow["allow_store"] = _flag(body, "AllowStore", "allow_store", default=True)
         allow["allow_find"] = _flag(body, "AllowFind", "allow_find", default=True)
         allow["allow_move"] = _flag(body, "AllowMove", "allow_move", "AllowGet", default=True)
+        account = _pick(body, "Account", "account") if ("Account" in body or "account" in body) else ""
+        if not isinstance(account, str):
+            raise DomainError(400, "the modality's Account must be a username (string)")
+        allow["account"] = account.strip().lower()
     else:
         raise DomainError(400, 'a modality is ["AET", "host", port] or {"AET": ..., "Host": ..., "Port": ...}')
     if not isinstance(aet, str) or not isinstance(host, str) or not host.strip():
@@ -220,6 +227,7 @@ def _job_answer(rt: Runtime, job_id: str, synchronous: bool, failure: dict[str, 
 
 
 @router.get("/modalities", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD, Perm.UPLOAD)
 def list_modalities(rt: RuntimeDep, expand: str | None = None) -> list[str] | dict[str, Any]:
     """Names of the known peers; with ``?expand``, each name with its configuration."""
     peers = rt.peers.all()
@@ -229,12 +237,14 @@ def list_modalities(rt: RuntimeDep, expand: str | None = None) -> list[str] | di
 
 
 @router.get("/modalities/{name}", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD, Perm.UPLOAD)
 def get_modality(name: str, rt: RuntimeDep) -> dict[str, Any]:
     """One peer's configuration (Orthanc lists the sub-resources here; see ``/configuration``)."""
     return modality_json(_peer(rt, name))
 
 
 @router.get("/modalities/{name}/configuration", response_model=None)
+@requires(Perm.MANAGE_SETTINGS)
 def get_modality_configuration(name: str, rt: RuntimeDep) -> dict[str, Any]:
     return modality_json(_peer(rt, name))
 
@@ -243,9 +253,15 @@ def get_modality_configuration(name: str, rt: RuntimeDep) -> dict[str, Any]:
     '["AET", "host", port], {"AET", "Host", "Port", "AllowStore", "AllowFind", "AllowMove"} '
     'or {"aet", "host", "port", "allow_store", "allow_find", "allow_move"}',
     {"AET": "ORTHANC", "Host": "127.0.0.1", "Port": 4242}))
+@requires(Perm.MANAGE_SETTINGS, audit=AuditAction.PEER_CHANGE)
 def put_modality(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
     """Create or replace a peer."""
     peer = _peer_from_body(name, body)
+    if peer.account:
+        try:
+            rt.accounts.get_user(peer.account)
+        except LookupError:
+            raise DomainError(400, f"the modality's Account {peer.account!r} is not a user of this server") from None
     try:
         rt.peers.put(peer)
     except ValueError as e:
@@ -254,6 +270,7 @@ def put_modality(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
 
 
 @router.delete("/modalities/{name}", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, audit=AuditAction.PEER_CHANGE)
 def delete_modality(name: str, rt: RuntimeDep) -> dict[str, Any]:
     try:
         rt.peers.remove(name)
@@ -263,6 +280,7 @@ def delete_modality(name: str, rt: RuntimeDep) -> dict[str, Any]:
 
 
 @router.post("/modalities/{name}/echo", response_model=None)
+@requires(Perm.MANAGE_SETTINGS, Perm.DOWNLOAD, Perm.UPLOAD)
 def echo_modality(name: str, rt: RuntimeDep) -> dict[str, float]:
     """C-ECHO the peer: 200 with the round trip, 502 when it cannot be reached, 504 when it does not answer."""
     peer = _peer(rt, name)
@@ -276,6 +294,7 @@ def echo_modality(name: str, rt: RuntimeDep) -> dict[str, float]:
 @router.post("/modalities/{name}/query", response_model=None, openapi_extra=_json_body_doc(
     "Level (Patient, Study, Series, Instance), Query (keyword or gggg,eeee: value), optional ReturnKeys",
     {"Level": "Study", "Query": {"PatientID": "123", "StudyDate": "20200101-"}}))
+@requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.QUERY)
 def query_modality(name: str, rt: RuntimeDep, body: Body) -> list[dict[str, Any]]:
     """C-FIND on the peer; the matches come back directly as ``{keyword: value}`` objects."""
     peer = _peer(rt, name)
@@ -339,10 +358,12 @@ def _store_locations(rt: Runtime, body: Any) -> tuple[list[StoredLocation], list
     'Resource IDs as a list or {"Resources": [...]}, or {"study_uid"|"series_uid"|"sop_uid": ...}; '
     "Asynchronous/Synchronous, Permissive, LocalAet",
     {"Resources": ["6e2c0ec2-5d99c8ca-c1c21cee-79a09605-68391d12"], "Asynchronous": True}))
-def store_to_modality(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
+@requires(Perm.DOWNLOAD, audit=AuditAction.EXPORT)
+def store_to_modality(name: str, rt: RuntimeDep, body: Body, request: Request) -> dict[str, Any]:
     """Send stored patients, studies, series or instances to the peer (C-STORE), as a job."""
     peer = _peer(rt, name)
     locations, resources, options = _store_locations(rt, body)
+    check_locations(request, locations)
     synchronous = _synchronous(options)
     permissive = _flag(options, "Permissive", "permissive", default=False)
     calling = _calling_aet(rt, options)
@@ -374,6 +395,7 @@ def store_to_modality(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
     "Level, Resources (identifiers with the level's unique key), TargetAet (default: Voxa), "
     "Asynchronous/Synchronous, Permissive, LocalAet",
     {"Level": "Study", "Resources": [{"StudyInstanceUID": "1.2.3"}], "Asynchronous": True}))
+@requires(Perm.UPLOAD, audit=AuditAction.RETRIEVE)
 def move_from_modality(name: str, rt: RuntimeDep, body: Body) -> dict[str, Any]:
     """Ask the peer to C-MOVE resources to ``TargetAet`` (default: Voxa itself), as a job."""
     peer = _peer(rt, name)

@@ -9,18 +9,22 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from voxa import __version__
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import public, requires
 from voxa.web.deps import RuntimeDep
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health")
+@public
 def health() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok", "version": __version__}
 
 
 @router.get("/ready", response_model=None)
+@requires(Perm.MANAGE_SETTINGS)
 def ready(rt: RuntimeDep) -> Any:
     """Ready to serve: the index answers, storage is writable, the DICOM listener is up."""
     checks: dict[str, str] = {}

@@ -20,6 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import check_locations, requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.dicomweb.common import IN, RENDERED_JPEG_QUALITY, SE, ST, InstanceRow, one_instance, setting
@@ -109,6 +112,7 @@ def _render_params(request: Request, media: str, row: InstanceRow) -> RenderPara
 
 
 @router.get("/wado", summary="WADO-URI: retrieve an instance or a rendering of it")
+@requires(Perm.VIEW_IMAGES, audit=AuditAction.VIEW)
 def wado(request: Request, rt: RuntimeDep) -> Response:
     qp = request.query_params
     if (qp.get("requestType") or "").upper() != "WADO":
@@ -119,6 +123,7 @@ def wado(request: Request, rt: RuntimeDep) -> Response:
     if (qp.get("anonymize") or "").lower() == "yes":
         raise DomainError(400, "anonymize=yes is not supported")
     row = _instance_by_uid(rt, qp.get("studyUID"), qp.get("seriesUID"), sop)
+    check_locations(request, [row])
     requested = [t.strip().split(";")[0].strip().lower() for t in (qp.get("contentType") or "").split(",")
                  if t.strip()]
     if not requested:

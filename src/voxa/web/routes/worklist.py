@@ -12,6 +12,9 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxa.dimse import worklist
+from voxa.security.audit import AuditAction
+from voxa.security.permissions import Permission as Perm
+from voxa.web.access import requires
 from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 
@@ -81,6 +84,7 @@ class PerformedStepOut(BaseModel):
 
 
 @router.post("/worklist", status_code=201, response_model=WorklistItemOut)
+@requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.STORE)
 def create_worklist_item(body: WorklistItemIn, rt: RuntimeDep) -> dict[str, Any]:
     """Schedule a procedure step; missing identifiers (UIDs, accession, step IDs) are generated."""
     try:
@@ -90,6 +94,7 @@ def create_worklist_item(body: WorklistItemIn, rt: RuntimeDep) -> dict[str, Any]
 
 
 @router.get("/worklist", response_model=list[WorklistItemOut])
+@requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.QUERY)
 def list_worklist_items(
     rt: RuntimeDep,
     patient_id: str | None = None,
@@ -120,6 +125,7 @@ def _compact(date: str | None) -> str:
 
 
 @router.get("/worklist/{item_id}", response_model=WorklistItemOut)
+@requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.VIEW)
 def get_worklist_item(item_id: int, rt: RuntimeDep) -> dict[str, Any]:
     try:
         return worklist.get_item(rt.archive.index, item_id)
@@ -128,6 +134,7 @@ def get_worklist_item(item_id: int, rt: RuntimeDep) -> dict[str, Any]:
 
 
 @router.delete("/worklist/{item_id}", status_code=204, response_class=Response)
+@requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.DELETE)
 def delete_worklist_item(item_id: int, rt: RuntimeDep) -> Response:
     try:
         worklist.delete_item(rt.archive.index, item_id)
@@ -137,6 +144,7 @@ def delete_worklist_item(item_id: int, rt: RuntimeDep) -> Response:
 
 
 @router.get("/mpps", response_model=list[PerformedStepOut])
+@requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.QUERY)
 def list_performed_steps(rt: RuntimeDep, status: str | None = None,
                          limit: int | None = Query(None, ge=1)) -> list[dict[str, Any]]:
     """Modality Performed Procedure Steps, newest first, each with the worklist item it performed."""
@@ -144,6 +152,7 @@ def list_performed_steps(rt: RuntimeDep, status: str | None = None,
 
 
 @router.get("/mpps/{sop_instance_uid}", response_model=PerformedStepOut)
+@requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.VIEW)
 def get_performed_step(sop_instance_uid: str, rt: RuntimeDep) -> dict[str, Any]:
     try:
         return worklist.get_performed_step(rt.archive.index, sop_instance_uid)
