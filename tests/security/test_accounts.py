@@ -138,7 +138,7 @@ def test_default_roles_have_the_expected_permissions(accounts: Accounts) -> None
     assert P.UPLOAD in roles["technologist"].permissions and P.SIGN_REPORT not in roles["technologist"].permissions
     assert roles["student"].permissions == {P.TEACHING_VIEW}
     assert roles["student"].scope == PatientScope.TEACHING_ONLY
-    assert roles["family_member"].permissions == {P.VIEW_IMAGES, P.VIEW_REPORT}
+    assert roles["family_member"].permissions == {P.VIEW_STUDY_LIST, P.VIEW_IMAGES, P.VIEW_REPORT}
     assert roles["family_member"].scope == roles["referring_physician"].scope == PatientScope.ASSIGNED
     assert accounts.ensure_default_roles() == []  # idempotent
 
@@ -451,3 +451,20 @@ def test_cli_users_roles_tokens(tmp_path: Path, clock: Clock) -> None:
     assert _run("user", "delete", "doc", "--yes", *d).exit_code == 0
     assert _run("role", "delete", "reader", *d).exit_code == 0
     assert _run("user", "delete", "root", "--yes", *d).exit_code == 1  # last super admin
+
+    # every change made on the command line is in the audit trail, without the passwords
+    from voxa.security import audit
+
+    acc = _open("", tmp_path / "data", clock)
+    try:
+        records = audit.search(acc.index, interface="cli", limit=None)
+    finally:
+        acc.index.engine.dispose()
+    done = [(r.resource, r.outcome) for r in records]
+    assert ("user add", "success") in done and ("user add", "failure") in done
+    assert ("role edit", "success") in done and ("user token", "success") not in done
+    assert ("user assign", "success") in done and ("user passwd", "success") in done
+    assert all(r.actor.startswith("os:") for r in records)
+    assert not any(GOOD in str(r.detail) or "Brand-New" in str(r.detail) for r in records)
+    assert [r.patient_ids for r in records if r.resource == "user assign"] == [("P1",)]
+    assert not any(r.resource.endswith("list") for r in records)

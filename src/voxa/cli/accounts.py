@@ -33,9 +33,40 @@ def _accounts(overrides: dict[str, Any]) -> Iterator[Accounts]:
         try:
             yield accounts
         except (AccountError, WeakPassword) as e:
+            _audit_command(archive.index, "failure", str(e))
             raise click.ClickException(str(e)) from None
+        _audit_command(archive.index, "success")
     finally:
         engine.dispose()
+
+
+_SECRET_PARAMS = {"password", "settings_overrides"}
+
+
+def _audit_command(index: Any, outcome: str, why: str = "") -> None:
+    """Changes made on the command line are audited like those made over REST: the actor is
+    the operating-system user, the source the host."""
+    import getpass
+    import socket
+
+    from voxa.security.audit import AuditAction, AuditEvent, AuditInterface, AuditTrail
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.info_name in ("list",):
+        return
+    group = ctx.parent.info_name if ctx.parent else ""
+    action = {"role": AuditAction.ROLE_CHANGE}.get(group or "", AuditAction.ACCOUNT_CHANGE)
+    if ctx.info_name in ("assign", "unassign"):
+        action = AuditAction.GRANT_CHANGE
+    params = {k: str(v) for k, v in ctx.params.items() if k not in _SECRET_PARAMS and v not in (None, False, ())}
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    AuditTrail(index).record(AuditEvent(
+        actor=f"os:{user}", action=action, source=socket.gethostname(), interface=AuditInterface.CLI,
+        outcome=outcome, outcome_detail=why, resource=f"{group} {ctx.info_name}".strip(), detail=params,
+        patient_ids=params.get("patient_id", "")))
 
 
 def _password(given: str | None) -> str:

@@ -457,6 +457,8 @@ class HttpAuditor:
 
     def record(self, event: AuditEvent) -> None:
         self._fill_patient_ids(event)
+        event.patient_ids = tuple(sorted(set(_as_tuple(event.patient_ids))))
+        event.study_instance_uids = tuple(sorted(set(_as_tuple(event.study_instance_uids))))
         key = None
         if (AuditAction(event.action) in _COALESCED and AuditOutcome(event.outcome) is AuditOutcome.SUCCESS
                 and self.coalesce_s > 0):

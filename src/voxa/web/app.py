@@ -21,7 +21,7 @@ class DomainError(Exception):
         self.message = message
 
 
-ROUTE_MODULES = ("auth", "admin", "peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "imaging",
+ROUTE_MODULES = ("auth", "oidc", "admin", "peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "imaging",
                  "measurements", "analyses", "ohif")
 
 

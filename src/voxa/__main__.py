@@ -1,0 +1,5 @@
+"""``python -m voxa``: the same as the ``voxa`` command."""
+
+from voxa.cli import main
+
+main()
