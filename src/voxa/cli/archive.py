@@ -188,14 +188,21 @@ def register(main: click.Group) -> None:
     @click.option("--no-store", is_flag=True)
     @click.option("--no-find", is_flag=True)
     @click.option("--no-move", is_flag=True)
+    @click.option("--account", default="",
+                  help="Username whose patient-level access limits this peer's queries and retrievals.")
     def peer_add(settings_overrides: dict[str, Any], name: str, aet: str, host: str, port: int,
-                 no_store: bool, no_find: bool, no_move: bool) -> None:
+                 no_store: bool, no_find: bool, no_move: bool, account: str) -> None:
         """Add or replace a peer."""
         from voxa.dimse.peers import PeerInfo
 
         rt = _open_runtime(settings_overrides)
         try:
-            rt.peers.put(PeerInfo(name, aet, host, port, not no_store, not no_find, not no_move))
+            account = account.strip().lower()
+            if account:
+                rt.accounts.get_user(account)
+            rt.peers.put(PeerInfo(name, aet, host, port, not no_store, not no_find, not no_move, account=account))
+        except LookupError:
+            raise click.ClickException(f"no user {account!r}: create the account first (voxa user add)") from None
         except ValueError as e:
             raise click.ClickException(str(e)) from None
         finally:
