@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,8 +133,12 @@ def load_series_volume(
     cache_dir: Path | None = None,
     uneven: UnevenPolicy = "resample",
     tilt: TiltPolicy = "resample",
+    background_cache_write: bool = True,
 ) -> Volume:
     """The series as a :class:`Volume`, from the cache when its instances have not changed.
+
+    A freshly assembled volume is returned at once and written to the cache in the
+    background (``background_cache_write=False``: before returning, as a memory map).
 
     A cached volume's ``voxels`` is a read-only :class:`numpy.memmap`. Raises
     :class:`~voxa.imaging.assemble.AssemblyError` when the series has no instances or cannot
@@ -146,15 +151,49 @@ def load_series_volume(
         raise AssemblyError(f"series {series_uid} has no stored instances")
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir(archive)
     fingerprint = series_fingerprint(locations, uneven=uneven, tilt=tilt)
+    key = (str(folder), series_uid, fingerprint)
+    with _pending_lock:
+        pending = _pending.get(key)
+    if pending is not None:
+        pending.join()
     cached = _from_cache(folder, series_uid, fingerprint)
     if cached is not None:
         return cached
     volume = volume_from_datasets((_read_dataset(archive, loc) for loc in locations), uneven=uneven, tilt=tilt)
+    volume.voxels.flags.writeable = False  # shared with the cache writer, as the memmap would be
+    if not background_cache_write:
+        _store_logged(folder, series_uid, fingerprint, volume)
+        return _from_cache(folder, series_uid, fingerprint) or volume
+    # Writing 300 MB of voxels takes a good part of a second: the caller gets the volume now,
+    # a second load of the series waits for the write and then maps the file.
+    writer = threading.Thread(target=_store_logged, args=(folder, series_uid, fingerprint, volume),
+                              name=f"volume-cache-{series_uid[-12:]}", daemon=True)
+    with _pending_lock:
+        _pending[key] = writer
+    writer.start()
+    return volume
+
+
+_pending: dict[tuple[str, str, str], threading.Thread] = {}
+_pending_lock = threading.Lock()
+
+
+def flush_cache_writes(timeout_s: float | None = None) -> None:
+    """Wait for volume cache files still being written (at shutdown; in tests)."""
+    with _pending_lock:
+        writers = list(_pending.values())
+    for writer in writers:
+        writer.join(timeout_s)
+
+
+def _store_logged(folder: Path, series_uid: str, fingerprint: str, volume: Volume) -> None:
     try:
-        return _store(folder, series_uid, fingerprint, volume)
+        _store(folder, series_uid, fingerprint, volume)
     except OSError as e:  # a full or read-only cache must not stop the viewer
         log.warning("could not cache the volume of series %s: %s", series_uid, e)
-        return volume
+    finally:
+        with _pending_lock:
+            _pending.pop((str(folder), series_uid, fingerprint), None)
 
 
-__all__ = ["default_cache_dir", "load_series_volume", "series_fingerprint"]
+__all__ = ["default_cache_dir", "flush_cache_writes", "load_series_volume", "series_fingerprint"]
