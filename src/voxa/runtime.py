@@ -70,4 +70,7 @@ class Runtime:
             self.dicom.stop(grace_s)
             self.dicom = None
         self.jobs.shutdown()
+        from voxa.imaging.series import flush_cache_writes
+
+        flush_cache_writes(10.0)
         self.archive.close()
