@@ -7,6 +7,7 @@ from sqlalchemy import create_engine
 
 from voxa.archive import http_peers  # noqa: F401  (registers its table on Base)
 from voxa.archive.models import Base
+from voxa.measurements import store  # noqa: F401  (measurements table)
 from voxa.security import audit, models  # noqa: F401  (accounts and audit tables)
 
 config = context.config
