@@ -270,3 +270,30 @@ def _assert_same(a: Volume, b: Volume) -> None:
     np.testing.assert_allclose(a.direction, b.direction)
     assert (a.units, a.modality, a.series_instance_uid, a.sop_instance_uids) == (
         b.units, b.modality, b.series_instance_uid, b.sop_instance_uids)
+
+
+def test_native_pixel_fast_path_equals_pydicom_on_its_test_files() -> None:
+    import glob
+    import os
+    import warnings
+
+    import pydicom.data
+
+    from voxa.imaging.assemble import _native_pixels
+
+    root = os.path.dirname(pydicom.data.get_testdata_file("CT_small.dcm"))
+    compared = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in sorted(glob.glob(f"{root}/**/*.dcm", recursive=True)):
+            try:
+                ds = pydicom.dcmread(path)
+                reference = ds.pixel_array
+            except Exception:  # noqa: BLE001 - files pydicom itself cannot decode are not compared
+                continue
+            fast = _native_pixels(ds)
+            if fast is None:
+                continue
+            compared += 1
+            assert fast.dtype == reference.dtype and np.array_equal(fast, reference), path
+    assert compared >= 5

@@ -97,9 +97,45 @@ def _rescale(source: Dataset | None) -> tuple[float, float]:
             float(intercept) if intercept not in (None, "") else 0.0)
 
 
+_NATIVE_LITTLE_ENDIAN = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
+
+
+def _native_pixels(ds: Dataset) -> NDArray[Any] | None:
+    """The pixels of an uncompressed little-endian grey image straight from its bytes, or None
+    when pydicom's decoder is needed.  pydicom's general pixel pipeline costs ~3 ms per CT
+    slice, most of a 300-slice load."""
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    raw = ds.get("PixelData")
+    if ts not in _NATIVE_LITTLE_ENDIAN or not isinstance(raw, bytes):
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        allocated, stored = int(ds.BitsAllocated), int(ds.get("BitsStored", ds.BitsAllocated))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if allocated not in (8, 16, 32) or (stored < allocated and not signed) or ds.get("PhotometricInterpretation") \
+            not in ("MONOCHROME1", "MONOCHROME2"):
+        return None  # unsigned values with high bits to mask, or unusual layouts: let pydicom do it
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    count = rows * cols * frames
+    if len(raw) < count * dtype.itemsize:
+        return None
+    pixels = np.frombuffer(raw, dtype=dtype, count=count)
+    if signed and stored < allocated:
+        shift = allocated - stored  # sign-extend the stored bits, as pydicom does
+        pixels = (pixels << shift) >> shift
+    return pixels.reshape((frames, rows, cols) if frames > 1 else (rows, cols))
+
+
 def _pixels(ds: Dataset, label: str) -> NDArray[Any]:
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise AssemblyError(f"{label}: colour images (SamplesPerPixel > 1) cannot form a volume")
+    fast = _native_pixels(ds)
+    if fast is not None:
+        return fast
     try:
         return np.asarray(ds.pixel_array)
     except Exception as e:  # noqa: BLE001 - pydicom and its handlers raise many kinds
