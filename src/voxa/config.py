@@ -111,6 +111,31 @@ class Settings(BaseSettings):
     lockout_minutes: int = Field(15, ge=1, description="How long a locked account stays locked.")
     cookie_secure: bool | None = Field(
         None, description="Send the session cookie only over HTTPS; default: when public_url starts with https.")
+    oidc_issuer: str | None = Field(
+        None, description="OpenID Connect issuer for single sign-on, e.g. "
+                          "https://keycloak.example.org/realms/hospital (its /.well-known/openid-configuration "
+                          "is read); none: single sign-on is off.  https only (plain http for localhost).")
+    oidc_client_id: str | None = Field(None, description="Client ID of Voxa at the OpenID Connect provider.")
+    oidc_client_secret: str | None = Field(
+        None, description="Client secret of a confidential client (none: a public client, PKCE only).")
+    oidc_scopes: str = Field("openid profile email", description="Scopes asked for at sign-in (space-separated; "
+                                                                 "'openid' is added when missing).")
+    oidc_username_claim: str = Field(
+        "preferred_username", description="ID token claim (a dotted path for nested claims) holding the Voxa "
+                                          "username; matched case-insensitively against local accounts.")
+    oidc_roles_claim: str | None = Field(
+        None, description="Claim holding the user's provider roles or groups as a list, a dotted path for nested "
+                          "claims (Keycloak realm roles: 'realm_access.roles').  Set: the provider decides the "
+                          "Voxa role at every sign-in through oidc_role_map; none: roles are managed in Voxa.")
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict, description="Provider role or group -> Voxa role name; when a user holds several, "
+                                          "the first entry in this map that matches wins.")
+    oidc_default_role: str | None = Field(
+        None, description="Voxa role for a user with no mapped role (a first-time user is created with it); "
+                          "none: such users are refused, and unknown users must first be created by an "
+                          "administrator.")
+    oidc_button_label: str = Field("Sign in with single sign-on",
+                                   description="Text of the single sign-on link on the login page.")
     audit_coalesce_s: int = Field(
         300, ge=0, description="Repeated views of one study by one user from one address within this many seconds "
                                "make one audit record (a viewer fetches hundreds of frames per study).")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -86,7 +86,8 @@ input{{width:100%;box-sizing:border-box;padding:.6rem;border-radius:6px;border:1
 background:#0f172a;color:#e2e8f0;font-size:1rem}}
 button{{margin-top:1.2rem;width:100%;padding:.7rem;border:0;border-radius:6px;background:#2563eb;color:#fff;
 font-size:1rem;cursor:pointer}} .error{{background:#7f1d1d;padding:.6rem;border-radius:6px;margin-bottom:.6rem}}
-small{{color:#94a3b8}}
+small{{color:#94a3b8}} .sso{{display:block;margin-top:1rem;padding:.6rem;border:1px solid #475569;
+border-radius:6px;color:#e2e8f0;text-align:center;text-decoration:none}}
 </style></head>
 <body><form method="post" action="/login">
 <h1>Voxa</h1>{error}
@@ -96,13 +97,22 @@ small{{color:#94a3b8}}
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <label for="totp">One-time code <small>(if your account has one)</small></label>
 <input id="totp" name="totp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]*">
-<button type="submit">Sign in</button>
+<button type="submit">Sign in</button>{sso}
 </form></body></html>"""
 
 
-def _login_page(next_path: str, error: str = "", status: int = 200) -> HTMLResponse:
+def _sso_label(request: Request) -> str | None:
+    """The single sign-on link's text when OpenID Connect is configured (see routes/oidc.py)."""
+    settings = request.app.state.runtime.settings
+    return str(settings.oidc_button_label) if settings.oidc_issuer and settings.oidc_client_id else None
+
+
+def _login_page(next_path: str, error: str = "", status: int = 200, sso: str | None = None) -> HTMLResponse:
     err = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    return HTMLResponse(_PAGE.format(error=err, next=html.escape(_safe_next(next_path))), status_code=status,
+    link = (f'<a class="sso" href="/auth/oidc/login?next={html.escape(quote(_safe_next(next_path), safe=""))}">'
+            f'{html.escape(sso)}</a>') if sso else ""
+    return HTMLResponse(_PAGE.format(error=err, next=html.escape(_safe_next(next_path)), sso=link),
+                        status_code=status,
                         headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                  "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
                                                             "form-action 'self'; frame-ancestors 'none'"})
@@ -110,8 +120,8 @@ def _login_page(next_path: str, error: str = "", status: int = 200) -> HTMLRespo
 
 @router.get("/login", include_in_schema=False)
 @public
-def login_page(next: str = "/") -> HTMLResponse:  # noqa: A002 - the query parameter's name
-    return _login_page(next)
+def login_page(request: Request, next: str = "/") -> HTMLResponse:  # noqa: A002 - the query parameter's name
+    return _login_page(next, sso=_sso_label(request))
 
 
 def _attempt(request: Request, username: str, password: str, totp: str | None) -> tuple[User, str, str]:
@@ -162,7 +172,7 @@ async def login(request: Request) -> Response:
         status = _LOGIN_STATUS.get(e.reason, 401)
         if is_json:
             return JSONResponse({"error": failure_message(e.reason), "reason": e.reason.value}, status_code=status)
-        return _login_page(next_path, failure_message(e.reason), status)
+        return _login_page(next_path, failure_message(e.reason), status, sso=_sso_label(request))
     response: Response
     if is_json:
         response = JSONResponse({"user": user_json(user), "csrf_token": csrf})
