@@ -40,7 +40,9 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxa.archive.access import patient_visible, study_visible, visible_study_uids
@@ -316,7 +318,42 @@ def _deny(request: Request, principal: Principal, requirement: Requirement, stat
 
 
 def authorise(request: Request) -> Principal:
-    """App-wide dependency: the declared requirement of the matched route, enforced."""
+    """App-wide dependency: the declared requirement of the matched route, enforced.
+
+    Once per request: a second call answers the first one's principal or refusal again
+    (without authenticating, counting a failed login or auditing twice)."""
+    refused = getattr(request.state, "refused", None)
+    if refused is not None:
+        raise refused
+    try:
+        return _authorise(request)
+    except HTTPException as e:
+        request.state.refused = e
+        raise
+
+
+async def authorise_before_error(request: Request, exc: Exception) -> Response:
+    """Exception handler for request errors (HTTPException, RequestValidationError).
+
+    FastAPI reads and decodes a request's body before it runs the app-wide dependencies, so a
+    malformed body (not JSON, not UTF-8) is refused with 400/422 before :func:`authorise` ran.
+    Authorise first, so that a caller who may not use the route hears 401/303/403 (or 404),
+    not what its body lacks.  Requests that matched no route (404, 405) are answered as is."""
+    from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+    from fastapi.exceptions import RequestValidationError
+
+    if requirement_of(request.scope.get("endpoint")) is not None:
+        try:
+            await anyio.to_thread.run_sync(authorise, request)
+        except HTTPException as refusal:
+            return await http_exception_handler(request, refusal)
+    if isinstance(exc, RequestValidationError):
+        return await request_validation_exception_handler(request, exc)
+    assert isinstance(exc, StarletteHTTPException)
+    return await http_exception_handler(request, exc)
+
+
+def _authorise(request: Request) -> Principal:
     endpoint = request.scope.get("endpoint")
     requirement = requirement_of(endpoint)
     if requirement is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -26,7 +27,16 @@ ROUTE_MODULES = ("auth", "oidc", "admin", "peers", "jobs", "worklist", "dicomweb
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    from voxa.web.access import AuditMiddleware, AuthContext, authenticated, authorise, undeclared_routes
+    from starlette.exceptions import HTTPException
+
+    from voxa.web.access import (
+        AuditMiddleware,
+        AuthContext,
+        authenticated,
+        authorise,
+        authorise_before_error,
+        undeclared_routes,
+    )
 
     settings = runtime.settings
     # Every route passes authorise(): it enforces the route's declared permission and
@@ -47,6 +57,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+
+    # a malformed body is refused before authorise() runs: authorise first (see there)
+    app.add_exception_handler(RequestValidationError, authorise_before_error)
+    app.add_exception_handler(HTTPException, authorise_before_error)
 
     from voxa.web.routes import system
 

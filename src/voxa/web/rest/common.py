@@ -11,6 +11,7 @@ from sqlalchemy import Table
 from voxa.archive.attributes import Level
 from voxa.archive.models import Instance, Patient, Series, Study
 from voxa.web.app import DomainError
+from voxa.web.deps import MAX_DB_INT
 
 P: Table = Patient.__table__  # type: ignore[assignment]
 ST: Table = Study.__table__  # type: ignore[assignment]
@@ -75,8 +76,10 @@ def flag(value: str | None) -> bool:
     return value is not None and value.strip().lower() not in ("false", "0", "no")
 
 
-def int_arg(value: str | None, name: str, *, default: int | None = None, minimum: int = 0) -> int | None:
-    """A non-negative integer query argument, with a 400 (not FastAPI's 422) when it is not one."""
+def int_arg(value: str | None, name: str, *, default: int | None = None, minimum: int = 0,
+            maximum: int = MAX_DB_INT) -> int | None:
+    """A non-negative integer query argument, with a 400 (not FastAPI's 422) when it is not one
+    (or is too large for the database)."""
     if value is None or value == "":
         return default
     try:
@@ -85,6 +88,8 @@ def int_arg(value: str | None, name: str, *, default: int | None = None, minimum
         raise DomainError(400, f"{name} must be an integer, not {value!r}") from None
     if n < minimum:
         raise DomainError(400, f"{name} must be at least {minimum}")
+    if n > maximum:
+        raise DomainError(400, f"{name} must be at most {maximum}")
     return n
 
 

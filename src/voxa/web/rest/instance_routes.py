@@ -39,7 +39,15 @@ from voxa.web.app import DomainError
 from voxa.web.deps import RuntimeDep
 from voxa.web.rest.archives import CHUNK_BYTES
 from voxa.web.rest.common import IN, INSTANCES, flag, orthanc_time, unknown
-from voxa.web.rest.rendering import RenderError, Window, encode, preview_frame, read_frame, rendered_frame
+from voxa.web.rest.rendering import (
+    MAX_RENDERED_SIZE,
+    RenderError,
+    Window,
+    encode,
+    preview_frame,
+    read_frame,
+    rendered_frame,
+)
 from voxa.web.rest.tags import orthanc_tags, shorten, tag_key
 from voxa.web.rest.tags import simplify as simplify_tags
 
@@ -248,8 +256,9 @@ def _window(center: float | None, width: float | None) -> Window | None:
 
 def _rendered(id: str, frame: int, rt: Runtime, accept: str | None, center: float | None, width: float | None,
               w: int | None, h: int | None, quality: int) -> Response:
-    if (w is not None and w < 1) or (h is not None and h < 1) or not 1 <= quality <= 100:
-        raise DomainError(400, "width and height must be positive, quality between 1 and 100")
+    if any(v is not None and not 1 <= v <= MAX_RENDERED_SIZE for v in (w, h)) or not 1 <= quality <= 100:
+        raise DomainError(400, f"width and height must be between 1 and {MAX_RENDERED_SIZE}, "
+                               "quality between 1 and 100")
     return _render(rt, id, frame, rendered=True, accept=accept, window=_window(center, width), size=(w, h),
                    quality=quality)
 

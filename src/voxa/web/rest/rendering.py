@@ -116,9 +116,13 @@ def rendered_frame(array: np.ndarray, header: Dataset, window: Window | None = N
     return out
 
 
+MAX_RENDERED_SIZE = 8192  # pixels per side of a rendered image, as DICOMweb's viewport
+
+
 def encode(pixels: np.ndarray, *, jpeg: bool = False, quality: int = 90,
            max_size: tuple[int | None, int | None] = (None, None)) -> tuple[bytes, str]:
-    """PNG (default) or JPEG bytes and their media type; ``max_size`` scales down, keeping the aspect."""
+    """PNG (default) or JPEG bytes and their media type; ``max_size`` scales, keeping the aspect
+    (never beyond ``MAX_RENDERED_SIZE`` a side: a long thin image must not blow up the memory)."""
     from PIL import Image
 
     image = Image.fromarray(np.ascontiguousarray(pixels))
@@ -126,7 +130,8 @@ def encode(pixels: np.ndarray, *, jpeg: bool = False, quality: int = 90,
     if width or height:
         w = width or image.width * (height or image.height) // image.height
         h = height or image.height * w // image.width
-        scale = min(w / image.width, h / image.height)
+        scale = min(w / image.width, h / image.height, MAX_RENDERED_SIZE / image.width,
+                    MAX_RENDERED_SIZE / image.height)
         if scale != 1:
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                                  Image.Resampling.BILINEAR)

@@ -21,17 +21,18 @@ from voxa.security import audit as audit_mod
 from voxa.security.accounts import AccountError, Conflict, FamilyGrantInfo, InvalidValue, NotFound, RoleInfo
 from voxa.security.audit import AuditAction
 from voxa.security.audit_export import to_csv, to_dicom_audit_xml, to_fhir_audit_events
+from voxa.security.passwords import WeakPassword
 from voxa.security.permissions import Permission as Perm
 from voxa.web.access import PrincipalDep, auth_context, note_access, requires
 from voxa.web.app import DomainError
-from voxa.web.deps import RuntimeDep
+from voxa.web.deps import MAX_DB_INT, RowId, RuntimeDep
 from voxa.web.routes.auth import user_json
 
 router = APIRouter(tags=["admin"])
 ST = table_of(Study)
 
 
-def _error(e: AccountError) -> DomainError:
+def _error(e: AccountError | WeakPassword) -> DomainError:
     if isinstance(e, NotFound):
         return DomainError(404, str(e))
     if isinstance(e, Conflict):
@@ -86,7 +87,7 @@ def create_user(body: UserCreate, request: Request) -> dict[str, Any]:
         user = auth_context(request).accounts.create_user(
             body.username, body.password, role=body.role, display_name=body.display_name, email=body.email,
             referring_physician_name=body.referring_physician_name, must_change_password=body.must_change_password)
-    except AccountError as e:
+    except (AccountError, WeakPassword) as e:
         raise _error(e) from None
     return _admin_user_json(user)
 
@@ -117,7 +118,7 @@ def update_user(username: str, body: UserUpdate, request: Request) -> dict[str, 
         elif body.disabled is False:
             accounts.enable(user)
         return _admin_user_json(accounts.get_user(user.id))
-    except AccountError as e:
+    except (AccountError, WeakPassword) as e:
         raise _error(e) from None
 
 
@@ -158,7 +159,7 @@ def user_tokens(username: str, request: Request) -> list[dict[str, Any]]:
 
 @router.delete("/admin/tokens/{token_id}")
 @requires(Perm.MANAGE_USERS, audit=AuditAction.ACCOUNT_CHANGE)
-def revoke_any_token(token_id: int, request: Request) -> dict[str, Any]:
+def revoke_any_token(token_id: RowId, request: Request) -> dict[str, Any]:
     _changed(request, f"token:{token_id}", change="token revoked")
     try:
         auth_context(request).accounts.revoke_token(token_id)
@@ -341,7 +342,7 @@ def request_family_grant(body: FamilyRequest, request: Request) -> dict[str, Any
 
 @router.post("/admin/family-grants/{grant_id}/verify")
 @requires(Perm.MANAGE_USERS, audit=AuditAction.GRANT_CHANGE)
-def verify_family_grant(grant_id: int, request: Request, principal: PrincipalDep) -> dict[str, Any]:
+def verify_family_grant(grant_id: RowId, request: Request, principal: PrincipalDep) -> dict[str, Any]:
     _changed(request, f"family-grant:{grant_id}", change="verified")
     try:
         g = auth_context(request).accounts.verify_family_access(grant_id, principal.user or 0)
@@ -353,7 +354,7 @@ def verify_family_grant(grant_id: int, request: Request, principal: PrincipalDep
 
 @router.post("/admin/family-grants/{grant_id}/revoke")
 @requires(Perm.ASSIGN_PATIENTS, Perm.MANAGE_USERS, audit=AuditAction.GRANT_CHANGE)
-def revoke_family_grant(grant_id: int, request: Request) -> dict[str, Any]:
+def revoke_family_grant(grant_id: RowId, request: Request) -> dict[str, Any]:
     _changed(request, f"family-grant:{grant_id}", change="revoked")
     try:
         g = auth_context(request).accounts.revoke_family_access(grant_id)
@@ -415,7 +416,7 @@ Str = Annotated[str | None, Query()]
 def search_audit(rt: RuntimeDep, request: Request, actor: Str = None, patient_id: Str = None, study_uid: Str = None,
                  action: Str = None, outcome: Str = None, interface: Str = None, since: Str = None,
                  until: Str = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-                 offset: Annotated[int, Query(ge=0)] = 0, newest_first: bool = True) -> list[dict[str, Any]]:
+                 offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0, newest_first: bool = True) -> list[dict[str, Any]]:
     """Audit records matching every given filter (``action`` may list several, comma-separated)."""
     filters = _audit_filters(actor, patient_id, study_uid, action, outcome, interface, since, until)
     _changed(request, "audit", filters={k: str(v) for k, v in filters.items() if v})

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from voxa.security.accounts import AuthenticationFailed, AuthFailure, InvalidValue, User
 from voxa.security.audit import AuditAction, AuditEvent, AuditInterface, AuditOutcome
+from voxa.security.passwords import WeakPassword
 from voxa.web.access import (
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -218,7 +219,7 @@ def change_password(body: PasswordChange, request: Request, principal: Principal
             raise DomainError(403, "current password is wrong") from None
     try:
         ctx.accounts.set_password(principal.user, body.new_password)
-    except InvalidValue as e:
+    except (InvalidValue, WeakPassword) as e:
         raise DomainError(422, str(e)) from None
     ctx.audit.record(AuditEvent(actor=principal.actor, actor_role=principal.role, action=AuditAction.ACCOUNT_CHANGE,
                                 source=principal.source, interface=AuditInterface.HTTP,

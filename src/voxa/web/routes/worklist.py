@@ -16,7 +16,7 @@ from voxa.security.audit import AuditAction
 from voxa.security.permissions import Permission as Perm
 from voxa.web.access import requires
 from voxa.web.app import DomainError
-from voxa.web.deps import RuntimeDep
+from voxa.web.deps import MAX_DB_INT, RowId, RuntimeDep
 
 router = APIRouter(tags=["worklist"])
 
@@ -106,7 +106,7 @@ def list_worklist_items(
     date_from: str | None = None,
     date_to: str | None = None,
     status: str | None = Query(None, description="Any status when absent."),
-    limit: int | None = Query(None, ge=1),
+    limit: int | None = Query(None, ge=1, le=MAX_DB_INT),
 ) -> list[dict[str, Any]]:
     if date_from or date_to:
         if date:
@@ -126,7 +126,7 @@ def _compact(date: str | None) -> str:
 
 @router.get("/worklist/{item_id}", response_model=WorklistItemOut)
 @requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.VIEW)
-def get_worklist_item(item_id: int, rt: RuntimeDep) -> dict[str, Any]:
+def get_worklist_item(item_id: RowId, rt: RuntimeDep) -> dict[str, Any]:
     try:
         return worklist.get_item(rt.archive.index, item_id)
     except LookupError as e:
@@ -135,7 +135,7 @@ def get_worklist_item(item_id: int, rt: RuntimeDep) -> dict[str, Any]:
 
 @router.delete("/worklist/{item_id}", status_code=204, response_class=Response)
 @requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.DELETE)
-def delete_worklist_item(item_id: int, rt: RuntimeDep) -> Response:
+def delete_worklist_item(item_id: RowId, rt: RuntimeDep) -> Response:
     try:
         worklist.delete_item(rt.archive.index, item_id)
     except LookupError as e:
@@ -146,7 +146,7 @@ def delete_worklist_item(item_id: int, rt: RuntimeDep) -> Response:
 @router.get("/mpps", response_model=list[PerformedStepOut])
 @requires(Perm.UPLOAD, Perm.MANAGE_SETTINGS, audit=AuditAction.QUERY)
 def list_performed_steps(rt: RuntimeDep, status: str | None = None,
-                         limit: int | None = Query(None, ge=1)) -> list[dict[str, Any]]:
+                         limit: int | None = Query(None, ge=1, le=MAX_DB_INT)) -> list[dict[str, Any]]:
     """Modality Performed Procedure Steps, newest first, each with the worklist item it performed."""
     return worklist.list_performed_steps(rt.archive.index, status=status, limit=limit)
 
