@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     audit_coalesce_s: int = Field(
         300, ge=0, description="Repeated views of one study by one user from one address within this many seconds "
                                "make one audit record (a viewer fetches hundreds of frames per study).")
+    celery_broker_url: str | None = Field(
+        None, description="Broker of the Celery workers that run analyses (redis://host:6379/0); none: analyses "
+                          "run in the server's own thread pool.  Workers: `voxa worker` with the same settings.")
     profile: str = Field("production", description="'production' or 'demo' (demo studies, unknown peers accepted).")
     log_level: str = Field("INFO")
     config_file: Path | None = Field(None, description="TOML file the settings were read from.")

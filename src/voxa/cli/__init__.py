@@ -6,11 +6,13 @@ import click
 
 from voxa import __version__
 from voxa.cli import accounts as _accounts
+from voxa.cli import analyze as _analyze
 from voxa.cli import archive as _archive
 from voxa.cli import audit as _audit
 from voxa.cli import dicom as _dicom
 from voxa.cli import init as _init
 from voxa.cli import serve as _serve
+from voxa.cli import worker as _worker
 from voxa.cli import worklist as _worklist
 
 
@@ -27,3 +29,5 @@ _worklist.register(main)
 _accounts.register(main)
 _dicom.register(main)
 _init.register(main)
+_analyze.register(main)
+_worker.register(main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from voxa.analysis import results  # noqa: F401  (analysis_results table)
 from voxa.archive import http_peers  # noqa: F401  (registers its table on Base)
 from voxa.archive.models import Base
 from voxa.measurements import store  # noqa: F401  (measurements table)
