@@ -205,7 +205,8 @@ class AuthContext:
             hit = self._basic.get(key)
         if hit and now - hit[0] < self.BASIC_CACHE_S:
             user = self.accounts.get_user(hit[1])
-            if not user.disabled:
+            locked = user.locked_until is not None and user.locked_until > self.accounts.now()
+            if not user.disabled and not locked:
                 return user
         try:
             user = self.accounts.authenticate(username, password)
