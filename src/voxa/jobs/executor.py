@@ -96,7 +96,9 @@ class JobManager:
         """
         with self.index.write() as conn:
             conn.execute(
-                update(T).where(T.c.state.in_(("pending", "running"))).values(
+                # Jobs queued on Celery workers (voxa.jobs.celery_app) outlive this server.
+                update(T).where(T.c.state.in_(("pending", "running")),
+                                ~T.c.params_json.like('%"executor": "celery"%')).values(
                     state="failure", stage="interrupted", error="the server stopped before the job finished",
                     updated_at=dt.datetime.now(dt.UTC),
                 )
