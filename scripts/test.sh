@@ -46,6 +46,7 @@ echo "[test] ruff check src tests bench; mypy" >&2
 # The whole suite (archive tests run on SQLite and PostgreSQL by parametrization) ...
 run_pytest --junitxml "$ROOT/test-artifacts/junit.xml" || exit $?
 # ... then the server-level tests again with PostgreSQL as the index of every test server.
-echo "[test] second pass: DIMSE, HTTP and DCMTK tests with a PostgreSQL index" >&2
+echo "[test] second pass: DIMSE, HTTP, access control and DCMTK tests with a PostgreSQL index" >&2
 VOXA_TEST_DATABASE=postgresql run_pytest --junitxml "$ROOT/test-artifacts/junit-postgresql.xml" \
-    tests/dimse tests/web tests/interop/test_dcmtk.py
+    tests/dimse tests/web tests/interop/test_dcmtk.py tests/security/test_http_access.py \
+    tests/security/test_http_security.py --ignore=tests/web/test_openapi_fuzz.py
