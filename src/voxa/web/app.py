@@ -23,7 +23,7 @@ class DomainError(Exception):
 
 
 ROUTE_MODULES = ("auth", "oidc", "admin", "peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "imaging",
-                 "measurements", "analyses", "ohif")
+                 "measurements", "analyses", "ohif", "webapp")
 
 
 def create_app(runtime: Runtime) -> FastAPI:

@@ -1,0 +1,180 @@
+// Voxa's public HTTP APIs, as any other client uses them: the session (/auth/me, /logout),
+// DICOMweb (QIDO-RS, WADO-RS metadata, thumbnails) and the measurements REST API.
+import type { DicomJson } from './dicom';
+
+export const DICOMWEB = '/dicom-web';
+
+export class HttpError extends Error {
+  constructor(public status: number, message: string) {
+    super(message);
+  }
+}
+
+export interface User {
+  username: string;
+  display_name: string;
+  role: string;
+  permissions: string[];
+}
+
+let csrfToken: string | null = null;
+
+/** Send the browser to Voxa's login page, which brings it back here afterwards. */
+export function signIn(): never {
+  const here = location.pathname + location.search;
+  location.assign(`/login?next=${encodeURIComponent(here)}`);
+  throw new HttpError(401, 'sign in');
+}
+
+export async function request(path: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  const method = (init.method ?? 'GET').toUpperCase();
+  if (!['GET', 'HEAD', 'OPTIONS'].includes(method) && csrfToken) headers.set('X-CSRF-Token', csrfToken);
+  let response: Response;
+  try {
+    response = await fetch(path, { ...init, headers, credentials: 'same-origin' });
+  } catch (e) {
+    throw new HttpError(0, navigator.onLine ? String(e) : 'offline');
+  }
+  if (response.status === 401) signIn();
+  if (!response.ok) {
+    let message = response.statusText;
+    try {
+      const body = await response.json();
+      message = body.error ?? body.detail ?? message;
+      if (typeof message !== 'string') message = JSON.stringify(message);
+    } catch {
+      /* not JSON */
+    }
+    throw new HttpError(response.status, message);
+  }
+  return response;
+}
+
+export async function getJson<T>(path: string, accept = 'application/json'): Promise<T> {
+  const r = await request(path, { headers: { Accept: accept } });
+  return (await r.json()) as T;
+}
+
+async function sendJson<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const r = await request(path, {
+    method,
+    headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return (await r.json()) as T;
+}
+
+// ------------------------------------------------------------------ the session
+
+export async function currentUser(): Promise<User> {
+  const me = await getJson<{ user: User; csrf_token: string | null }>('/auth/me');
+  csrfToken = me.csrf_token;
+  return me.user;
+}
+
+export async function logout(): Promise<void> {
+  try {
+    await sendJson('POST', '/logout');
+  } finally {
+    location.assign('/login?next=%2Fapp%2F');
+  }
+}
+
+// ------------------------------------------------------------------ DICOMweb
+
+const DICOM_JSON = 'application/dicom+json';
+
+export interface QidoResult {
+  results: DicomJson[];
+  truncated: boolean;
+}
+
+export const STUDY_FIELDS = ['00081030', '00080061', '00080090', '00100030', '00100040', '00201206', '00201208', '00180015'];
+
+export async function searchStudies(params: URLSearchParams): Promise<QidoResult> {
+  const r = await request(`${DICOMWEB}/studies?${params}`, { headers: { Accept: DICOM_JSON } });
+  const text = await r.text();
+  const results = text ? (JSON.parse(text) as DicomJson[]) : [];
+  return { results, truncated: (r.headers.get('Warning') ?? '').includes('exceeded') };
+}
+
+export async function findStudy(studyUid: string): Promise<DicomJson | undefined> {
+  const params = new URLSearchParams({ StudyInstanceUID: studyUid });
+  for (const f of STUDY_FIELDS) params.append('includefield', f);
+  return (await searchStudies(params)).results[0];
+}
+
+export async function studySeries(studyUid: string): Promise<DicomJson[]> {
+  const r = await request(`${DICOMWEB}/studies/${studyUid}/series?includefield=00180015`, { headers: { Accept: DICOM_JSON } });
+  const text = await r.text();
+  return text ? (JSON.parse(text) as DicomJson[]) : [];
+}
+
+export function seriesMetadataUrl(studyUid: string, seriesUid: string): string {
+  return `${DICOMWEB}/studies/${studyUid}/series/${seriesUid}/metadata`;
+}
+
+export async function seriesMetadata(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
+  return getJson<DicomJson[]>(seriesMetadataUrl(studyUid, seriesUid), DICOM_JSON);
+}
+
+export function thumbnailUrl(studyUid: string, seriesUid: string): string {
+  return `${DICOMWEB}/studies/${studyUid}/series/${seriesUid}/thumbnail`;
+}
+
+export function frameUrl(studyUid: string, seriesUid: string, sopUid: string, frame = 1): string {
+  return `${DICOMWEB}/studies/${studyUid}/series/${seriesUid}/instances/${sopUid}/frames/${frame}`;
+}
+
+export function ohifUrl(studyUid: string): string {
+  return `/ohif/viewer?StudyInstanceUIDs=${encodeURIComponent(studyUid)}`;
+}
+
+// ------------------------------------------------------------------ measurements
+
+export interface Quantity {
+  value: number;
+  unit: string;
+}
+
+export interface StoredMeasurement {
+  id: number;
+  study_instance_uid: string;
+  series_instance_uid: string;
+  sop_instance_uid: string;
+  frame_number: number | null;
+  user: string;
+  kind: string;
+  label: string;
+  graphic: { points?: [number, number][]; points_mm?: [number, number, number][] };
+  values: Record<string, Quantity>;
+  created_at: string;
+}
+
+export interface MeasurementIn {
+  kind: string;
+  label?: string;
+  sop_instance_uid: string;
+  frame_number?: number | null;
+  points?: [number, number][];
+  points_mm?: [number, number, number][];
+}
+
+const measurementsPath = (studyUid: string) => `/measurements/studies/${encodeURIComponent(studyUid)}`;
+
+export function listMeasurements(studyUid: string): Promise<StoredMeasurement[]> {
+  return getJson<StoredMeasurement[]>(measurementsPath(studyUid));
+}
+
+export function createMeasurement(studyUid: string, body: MeasurementIn): Promise<StoredMeasurement> {
+  return sendJson<StoredMeasurement>('POST', measurementsPath(studyUid), body);
+}
+
+export function updateMeasurement(studyUid: string, id: number, body: MeasurementIn): Promise<StoredMeasurement> {
+  return sendJson<StoredMeasurement>('PUT', `${measurementsPath(studyUid)}/${id}`, body);
+}
+
+export function deleteMeasurement(studyUid: string, id: number): Promise<unknown> {
+  return sendJson('DELETE', `${measurementsPath(studyUid)}/${id}`);
+}

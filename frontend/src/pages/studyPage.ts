@@ -1,0 +1,98 @@
+// One study: patient and study details, series thumbnails, the user's measurements, and the
+// ways to look at it (viewer, MPR, 3D, OHIF), and keeping it for offline use.
+import { findStudy, HttpError, listMeasurements, ohifUrl, studySeries, thumbnailUrl, type StoredMeasurement } from '../api';
+import { Tag, modalities, num, personName, str } from '../dicom';
+import { formatDicomDate, formatDicomTime, formatNumber, type MessageKey } from '../i18n';
+import { forgetOffline, keepOffline, offlineStudyUids } from '../offline';
+import { href, type Route } from '../router';
+import { append, clear, h, setMessage, toast } from '../ui/dom';
+
+export function measurementText(m: StoredMeasurement): string {
+  return Object.entries(m.values)
+    .map(([, q]) => `${formatNumber(q.value, 1)} ${q.unit === '1' ? '' : q.unit}`.trim())
+    .join(', ');
+}
+
+export async function renderStudyPage(container: HTMLElement, route: Route): Promise<void> {
+  const uid = route.params.uid;
+  append(container, h('p', { class: 'status', i18n: 'common.loading' }));
+  const [study, series] = await Promise.all([findStudy(uid), studySeries(uid)]);
+  if (!study) throw new HttpError(404, uid);
+  clear(container);
+
+  const detail = (label: MessageKey, value: string) =>
+    value ? h('div', { class: 'detail' }, h('dt', { i18n: label }), h('dd', {}, value)) : null;
+  const sex = str(study, Tag.PatientSex);
+  const header = h('section', { class: 'study-header' },
+    h('h1', { class: 'page-title', id: 'study-title' }, personName(str(study, Tag.PatientName)) || '—'),
+    h('dl', { class: 'details' },
+      detail('list.patientId', str(study, Tag.PatientID)),
+      detail('study.birthDate', formatDicomDate(str(study, Tag.PatientBirthDate))),
+      sex ? h('div', { class: 'detail' }, h('dt', { i18n: 'study.sex' }), h('dd', { i18n: sex === 'F' ? 'sex.F' : sex === 'M' ? 'sex.M' : 'sex.O' })) : null,
+      detail('list.studyDate', `${formatDicomDate(str(study, Tag.StudyDate))} ${formatDicomTime(str(study, Tag.StudyTime))}`.trim()),
+      detail('list.description', str(study, Tag.StudyDescription)),
+      detail('list.modality', modalities(study)),
+      detail('list.accession', str(study, Tag.AccessionNumber)),
+      detail('list.referring', personName(str(study, Tag.ReferringPhysicianName))),
+    ));
+
+  const is3d = series.some((s) => ['CT', 'MR', 'PT', 'NM'].includes(str(s, Tag.Modality)) && (num(s, Tag.NumberOfSeriesRelatedInstances) ?? 0) >= 3);
+  const offline = await offlineStudyUids();
+  const offlineStatus = h('span', { class: 'muted', id: 'offline-status' });
+  const offlineButton = h('button', { id: 'keep-offline', i18n: offline.has(uid) ? 'offline.forget' : 'offline.keep' });
+  offlineButton.addEventListener('click', async () => {
+    offlineButton.disabled = true;
+    try {
+      if ((await offlineStudyUids()).has(uid)) {
+        await forgetOffline(uid);
+        setMessage(offlineButton, 'offline.keep');
+        setMessage(offlineStatus, 'offline.forgotten');
+      } else {
+        await keepOffline(uid, (done, total) => setMessage(offlineStatus, 'offline.progress', { done, total }));
+        setMessage(offlineButton, 'offline.forget');
+        setMessage(offlineStatus, 'offline.cached');
+      }
+    } catch (e) {
+      toast('offline.failed', { message: (e as Error).message }, 'error');
+    } finally {
+      offlineButton.disabled = false;
+    }
+  });
+  const actions = h('div', { class: 'study-actions' },
+    h('a', { class: 'button primary', id: 'open-viewer', href: href(`/viewer/${uid}`), i18n: 'study.openViewer' }),
+    is3d ? h('a', { class: 'button', id: 'open-mpr', href: href(`/viewer/${uid}`, { mode: 'mpr' }), i18n: 'study.openMpr' }) : null,
+    is3d ? h('a', { class: 'button', id: 'open-3d', href: href(`/viewer/${uid}`, { mode: '3d' }), i18n: 'study.open3d' }) : null,
+    h('a', { class: 'button', id: 'open-ohif', href: ohifUrl(uid), target: '_blank', rel: 'noopener', i18n: 'study.openOhif' }),
+    offlineButton, offlineStatus);
+
+  const grid = h('ul', { class: 'series-grid', id: 'series-grid' }, ...series.map((s) => {
+    const seriesUid = str(s, Tag.SeriesInstanceUID);
+    const count = num(s, Tag.NumberOfSeriesRelatedInstances) ?? 0;
+    const img = h('img', { src: thumbnailUrl(uid, seriesUid), alt: str(s, Tag.SeriesDescription), loading: 'lazy', width: 128, height: 128 });
+    img.addEventListener('error', () => img.classList.add('broken'));
+    return h('li', { class: 'series-card' },
+      h('a', { href: href(`/viewer/${uid}`, { series: seriesUid }), class: 'series-link', data: { series: seriesUid } },
+        img,
+        h('span', { class: 'series-title' }, `${str(s, Tag.Modality)} ${str(s, Tag.SeriesNumber)}`.trim(), ' ', str(s, Tag.SeriesDescription)),
+        h('span', { class: 'muted', i18n: 'study.imageCount', i18nParams: { count } })));
+  }));
+
+  const measurements = h('section', { class: 'study-measurements', id: 'study-measurements' },
+    h('h2', { i18n: 'viewer.measurements' }), h('p', { class: 'status', i18n: 'common.loading' }));
+  append(container,
+    h('nav', { class: 'breadcrumb' }, h('a', { href: href('/'), i18n: 'study.backToList' })),
+    header, actions, h('h2', { i18n: 'study.series' }), grid, measurements);
+
+  try {
+    const list = await listMeasurements(uid);
+    measurements.lastElementChild!.remove();
+    if (!list.length) append(measurements, h('p', { class: 'muted', i18n: 'viewer.noMeasurements' }));
+    else {
+      append(measurements, h('ul', {}, ...list.map((m) => h('li', { class: 'measurement' },
+        h('span', { i18n: `kind.${m.kind}` as MessageKey }), ' ', measurementText(m), m.label ? ` — ${m.label}` : ''))));
+    }
+  } catch (e) {
+    const p = measurements.lastElementChild as HTMLElement;
+    setMessage(p, 'error.generic', { message: (e as Error).message });
+  }
+}

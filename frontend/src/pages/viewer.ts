@@ -1,0 +1,877 @@
+// The viewer: series browser, stack viewports (1×1, 1×2, 2×2) with window/level, presets,
+// pan/zoom/rotate/flip/invert, cine, overlays, orientation markers and length measurements
+// saved on the server; MPR (axial, sagittal, coronal with crosshairs and slab MIP/MinIP/
+// average) and 3D volume rendering with presets. Every image is drawn by Cornerstone3D from
+// Voxa's DICOMweb (WADO-RS metadata and frames).
+import { studySeries, thumbnailUrl } from '../api';
+import { Tag, num, str, type DicomJson } from '../dicom';
+import { formatNumber, t, type MessageKey } from '../i18n';
+import { href, type Cleanup, type Route } from '../router';
+import { append, h, setMessage, toast } from '../ui/dom';
+import { SHORTCUTS, isTyping } from '../ui/shortcuts';
+import { core, startCornerstone, tools } from '../viewer/cs';
+import { MeasurementSync } from '../viewer/measurements';
+import { Overlay } from '../viewer/overlay';
+import { loadSeries, type LoadedSeries } from '../viewer/series';
+
+type Mode = 'stack' | 'mpr' | '3d';
+type Layout = '1x1' | '1x2' | '2x2';
+type IViewport = import('@cornerstonejs/core').Types.IViewport;
+type IStackViewport = import('@cornerstonejs/core').Types.IStackViewport;
+type IVolumeViewport = import('@cornerstonejs/core').Types.IVolumeViewport;
+type Point3 = import('@cornerstonejs/core').Types.Point3;
+
+const { ViewportType, OrientationAxis, BlendModes, Events } = core.Enums;
+const { MouseBindings } = tools.Enums;
+const T = {
+  windowLevel: tools.WindowLevelTool.toolName,
+  pan: tools.PanTool.toolName,
+  zoom: tools.ZoomTool.toolName,
+  scroll: tools.StackScrollTool.toolName,
+  length: tools.LengthTool.toolName,
+  rotate: tools.PlanarRotateTool.toolName,
+  crosshairs: tools.CrosshairsTool.toolName,
+  trackball: tools.TrackballRotateTool.toolName,
+};
+
+/** Window presets (width, centre in HU). */
+export const WL_PRESETS: { id: string; label: MessageKey; width: number; center: number }[] = [
+  { id: 'brain', label: 'preset.brain', width: 80, center: 40 },
+  { id: 'lung', label: 'preset.lung', width: 1500, center: -600 },
+  { id: 'bone', label: 'preset.bone', width: 2000, center: 300 },
+  { id: 'abdomen', label: 'preset.abdomen', width: 400, center: 50 },
+  { id: 'mediastinum', label: 'preset.mediastinum', width: 350, center: 40 },
+];
+
+const VR_PRESETS: { id: string; label: MessageKey; preset: string }[] = [
+  { id: 'bone', label: 'vr.bone', preset: 'CT-Bone' },
+  { id: 'soft', label: 'vr.softTissue', preset: 'CT-Soft-Tissue' },
+  { id: 'lung', label: 'vr.lung', preset: 'CT-Lung' },
+  { id: 'angio', label: 'vr.angio', preset: 'CT-Chest-Contrast-Enhanced' },
+  { id: 'mr', label: 'vr.mr', preset: 'MR-Default' },
+];
+
+const MODE_TOOLS: Record<Mode, { id: string; tool: string; label: MessageKey }[]> = {
+  stack: [
+    { id: 'windowLevel', tool: T.windowLevel, label: 'tool.windowLevel' },
+    { id: 'scroll', tool: T.scroll, label: 'tool.scroll' },
+    { id: 'pan', tool: T.pan, label: 'tool.pan' },
+    { id: 'zoom', tool: T.zoom, label: 'tool.zoom' },
+    { id: 'length', tool: T.length, label: 'tool.length' },
+    { id: 'rotate', tool: T.rotate, label: 'tool.rotate' },
+  ],
+  mpr: [
+    { id: 'crosshairs', tool: T.crosshairs, label: 'tool.crosshairs' },
+    { id: 'windowLevel', tool: T.windowLevel, label: 'tool.windowLevel' },
+    { id: 'scroll', tool: T.scroll, label: 'tool.scroll' },
+    { id: 'pan', tool: T.pan, label: 'tool.pan' },
+    { id: 'zoom', tool: T.zoom, label: 'tool.zoom' },
+  ],
+  '3d': [
+    { id: 'trackball', tool: T.trackball, label: 'tool.rotate3d' },
+    { id: 'pan', tool: T.pan, label: 'tool.pan' },
+    { id: 'zoom', tool: T.zoom, label: 'tool.zoom' },
+  ],
+};
+
+const GROUP: Record<Mode, string> = { stack: 'voxa-stack', mpr: 'voxa-mpr', '3d': 'voxa-3d' };
+const PRIMARY = [{ mouseButton: MouseBindings.Primary }, { numTouchPoints: 1 }];
+const NON_IMAGE = ['SR', 'KO', 'PR', 'SEG', 'RTSTRUCT', 'DOC', 'REG'];
+let viewerCount = 0;
+
+interface Cell {
+  index: number;
+  box: HTMLElement;
+  element: HTMLDivElement;
+  overlay: Overlay;
+  viewportId: string;
+  series?: LoadedSeries;
+  view?: MessageKey;
+}
+
+interface Timings {
+  start: number;
+  firstImageMs?: number;
+  volumeReadyMs?: number;
+  volumeStartMs?: number;
+}
+
+declare global {
+  interface Window {
+    voxaViewer?: { timings: Timings; mode: () => Mode; state: () => unknown };
+  }
+}
+
+export async function renderViewer(container: HTMLElement, route: Route): Promise<Cleanup> {
+  const viewer = new Viewer(container, route);
+  await viewer.start();
+  return () => viewer.destroy();
+}
+
+class Viewer {
+  private studyUid: string;
+  private mode: Mode;
+  private layout: Layout;
+  private engine!: InstanceType<typeof core.RenderingEngine>;
+  private engineId = `voxa-engine-${++viewerCount}`;
+  private cells: Cell[] = [];
+  private active = 0;
+  private series: DicomJson[] = [];
+  private loaded = new Map<string, LoadedSeries>();
+  private volumeSeries?: LoadedSeries;
+  private primary: Record<Mode, string> = { stack: T.windowLevel, mpr: T.crosshairs, '3d': T.trackball };
+  private cine = false;
+  private fps = 15;
+  private slabMm = 10;
+  private blend: 'none' | 'mip' | 'minip' | 'avg' = 'none';
+  private vrPreset = 'bone';
+  private sync = false;
+  private synchronizer?: ReturnType<typeof tools.synchronizers.createImageSliceSynchronizer>;
+  private measurements?: MeasurementSync;
+  private timings: Timings = { start: performance.now() };
+  private disposers: (() => void)[] = [];
+  private destroyed = false;
+  private modeToken = 0;
+
+  // DOM
+  private root: HTMLElement;
+  private grid: HTMLElement;
+  private toolbar: HTMLElement;
+  private seriesPanel: HTMLElement;
+  private sidePanel: HTMLElement;
+  private progress: HTMLProgressElement;
+  private progressText: HTMLElement;
+  private statusBar: HTMLElement;
+
+  constructor(private container: HTMLElement, route: Route) {
+    this.studyUid = route.params.uid;
+    const m = route.query.get('mode');
+    this.mode = m === 'mpr' || m === '3d' ? m : 'stack';
+    const l = route.query.get('layout');
+    this.layout = l === '1x2' || l === '2x2' ? l : '1x1';
+    this.requestedSeries = route.query.get('series') ?? undefined;
+    this.toolbar = h('div', { class: 'viewer-toolbar', role: 'toolbar', id: 'viewer-toolbar' });
+    this.seriesPanel = h('aside', { class: 'series-panel', id: 'series-panel' });
+    this.sidePanel = h('aside', { class: 'side-panel', id: 'side-panel' });
+    this.grid = h('div', { class: 'viewport-grid', id: 'viewport-grid' });
+    this.progress = h('progress', { id: 'viewer-progress', max: 1, value: 0 });
+    this.progressText = h('span', { id: 'viewer-progress-text', class: 'progress-text' });
+    this.statusBar = h('div', { class: 'viewer-status', hidden: true }, this.progress, this.progressText);
+    this.root = h('div', { class: 'viewer', id: 'viewer', data: { mode: this.mode } },
+      this.toolbar, h('div', { class: 'viewer-body' }, this.seriesPanel, h('div', { class: 'viewport-area' }, this.grid, this.statusBar), this.sidePanel));
+    window.voxaViewer = { timings: this.timings, mode: () => this.mode, state: () => this.debugState() };
+  }
+
+  private requestedSeries?: string;
+
+  async start(): Promise<void> {
+    append(this.container, this.root);
+    this.container.classList.add('page-viewer');
+    this.disposers.push(() => this.container.classList.remove('page-viewer'));
+    this.showProgress('common.loading');
+    const [series] = await Promise.all([studySeries(this.studyUid), startCornerstone()]);
+    if (this.destroyed) return;
+    this.series = series.filter((s) => !NON_IMAGE.includes(str(s, Tag.Modality)) && (num(s, Tag.NumberOfSeriesRelatedInstances) ?? 1) > 0);
+    if (!this.series.length) {
+      this.showProgress('viewer.noImages');
+      return;
+    }
+    this.engine = new core.RenderingEngine(this.engineId);
+    this.createToolGroups();
+    this.renderSeriesPanel();
+    this.measurements = new MeasurementSync({
+      studyUid: this.studyUid,
+      seriesFor: (imageId) => this.seriesForImage(imageId),
+      elementFor: (imageId) => this.cells.find((c) => c.series && c.series.sopByImageId.has(imageId) && this.isStack(c))?.element,
+      jumpTo: (imageId) => this.jumpTo(imageId),
+    });
+    append(this.sidePanel, this.measurements.panel);
+    this.listen();
+    const first = this.series.find((s) => str(s, Tag.SeriesInstanceUID) === this.requestedSeries) ?? this.series[0];
+    this.volumeSeries = undefined;
+    await this.setMode(this.mode, str(first, Tag.SeriesInstanceUID));
+    void this.measurements.load();
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    this.stopCine();
+    for (const d of this.disposers.splice(0)) {
+      try {
+        d();
+      } catch (e) {
+        console.warn(e);
+      }
+    }
+    this.measurements?.destroy();
+    this.synchronizer?.destroy();
+    for (const id of Object.values(GROUP)) tools.ToolGroupManager.destroyToolGroup(id);
+    this.engine?.destroy();
+    tools.annotation.state.removeAllAnnotations();
+    delete window.voxaViewer;
+  }
+
+  // ------------------------------------------------------------------ tools
+
+  private createToolGroups(): void {
+    const make = (mode: Mode, names: string[], config: Record<string, Record<string, unknown>> = {}) => {
+      tools.ToolGroupManager.destroyToolGroup(GROUP[mode]);
+      const group = tools.ToolGroupManager.createToolGroup(GROUP[mode])!;
+      for (const name of names) group.addTool(name, config[name]);
+      return group;
+    };
+    const zoomConfig = { [T.zoom]: { pinchToZoom: true, pan: true } };
+    const stack = make('stack', [T.windowLevel, T.pan, T.zoom, T.scroll, T.length, T.rotate], zoomConfig);
+    stack.setToolActive(T.scroll, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    stack.setToolActive(T.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    stack.setToolActive(T.zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }, { numTouchPoints: 2 }] });
+    stack.setToolPassive(T.length);
+    stack.setToolActive(T.windowLevel, { bindings: PRIMARY });
+
+    const mpr = make('mpr', [T.windowLevel, T.pan, T.zoom, T.scroll, T.crosshairs], {
+      ...zoomConfig,
+      [T.crosshairs]: { getReferenceLineColor: (id: string) => this.crosshairColor(id) },
+    });
+    mpr.setToolActive(T.scroll, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    mpr.setToolActive(T.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    mpr.setToolActive(T.zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }, { numTouchPoints: 2 }] });
+
+    const vr = make('3d', [T.trackball, T.pan, T.zoom], zoomConfig);
+    vr.setToolActive(T.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
+    vr.setToolActive(T.zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }, { mouseButton: MouseBindings.Wheel }, { numTouchPoints: 2 }] });
+    vr.setToolActive(T.trackball, { bindings: PRIMARY });
+  }
+
+  private crosshairColor(viewportId: string): string {
+    if (viewportId.endsWith('axial')) return 'rgb(239, 68, 68)';
+    if (viewportId.endsWith('sagittal')) return 'rgb(234, 179, 8)';
+    return 'rgb(34, 197, 94)';
+  }
+
+  private setPrimaryTool(tool: string): void {
+    const group = tools.ToolGroupManager.getToolGroup(GROUP[this.mode]);
+    if (!group) return;
+    const previous = this.primary[this.mode];
+    if (previous !== tool) {
+      group.setToolPassive(previous);
+      if (previous === T.crosshairs) group.setToolPassive(T.crosshairs);
+    }
+    group.setToolActive(tool, { bindings: PRIMARY });
+    this.primary[this.mode] = tool;
+    this.toolbar.querySelectorAll<HTMLButtonElement>('[data-tool]').forEach((b) => {
+      b.setAttribute('aria-pressed', String(b.dataset.tool === tool));
+    });
+  }
+
+  // ------------------------------------------------------------------ toolbar
+
+  private renderToolbar(): void {
+    const modeButton = (mode: Mode, label: MessageKey) =>
+      h('button', { class: 'seg', data: { mode }, id: `mode-${mode}`, 'aria-pressed': String(this.mode === mode), i18n: label,
+        disabled: mode !== 'stack' && !this.canVolume(), on: { click: () => void this.setMode(mode) } });
+    const group = (label: MessageKey, ...items: (Node | null)[]) =>
+      h('div', { class: 'tb-group', role: 'group', 'aria-label': t(label), data: { i18nAriaLabel: label } }, ...items);
+    const toolButtons = MODE_TOOLS[this.mode].map((tool) =>
+      h('button', { class: 'tb', data: { tool: tool.tool, toolId: tool.id }, id: `tool-${tool.id}`, i18n: tool.label,
+        'aria-pressed': String(this.primary[this.mode] === tool.tool), on: { click: () => this.setPrimaryTool(tool.tool) } }));
+    const action = (id: string, label: MessageKey, fn: () => void, text?: string) =>
+      h('button', { class: 'tb', id: `action-${id}`, on: { click: fn }, ...(text ? { i18nTitle: label } : { i18n: label }) }, text ?? null);
+
+    const presetSelect = h('select', { id: 'wl-preset', i18nAriaLabel: 'viewer.presets', on: { change: (e) => {
+      const v = (e.target as HTMLSelectElement).value;
+      if (v) this.applyPreset(v);
+      (e.target as HTMLSelectElement).value = '';
+    } } }, h('option', { value: '', i18n: 'viewer.presets' }), ...WL_PRESETS.map((p) => h('option', { value: p.id, i18n: p.label })));
+
+    const items: (Node | null)[] = [
+      group('viewer.mode', modeButton('stack', 'mode.stack'), modeButton('mpr', 'mode.mpr'), modeButton('3d', 'mode.volume')),
+      group('viewer.tools', ...toolButtons),
+    ];
+    if (this.mode !== '3d') items.push(group('viewer.presets', presetSelect));
+    if (this.mode === 'stack') {
+      items.push(group('viewer.actions',
+        action('rotate', 'viewer.rotate90', () => this.rotate90(), '⟳'),
+        action('flip-h', 'viewer.flipH', () => this.flip('h'), '⇆'),
+        action('flip-v', 'viewer.flipV', () => this.flip('v'), '⇅'),
+        action('invert', 'viewer.invert', () => this.invert(), '◐'),
+        action('reset', 'viewer.reset', () => this.reset()),
+      ));
+      const fps = h('input', { id: 'cine-fps', type: 'number', min: 1, max: 60, value: String(this.fps), i18nTitle: 'viewer.fps', class: 'fps',
+        on: { change: (e) => {
+          this.fps = Math.max(1, Math.min(60, Number((e.target as HTMLInputElement).value) || 15));
+          if (this.cine) this.startCine();
+        } } });
+      items.push(group('viewer.cine',
+        h('button', { class: 'tb', id: 'cine-toggle', 'aria-pressed': String(this.cine), i18n: this.cine ? 'viewer.stop' : 'viewer.play', on: { click: () => this.toggleCine() } }),
+        fps, h('span', { class: 'unit', i18n: 'viewer.fpsUnit' })));
+      const layout = h('select', { id: 'layout-select', i18nAriaLabel: 'viewer.layout', on: { change: (e) => void this.setLayout((e.target as HTMLSelectElement).value as Layout) } },
+        ...(['1x1', '1x2', '2x2'] as Layout[]).map((l) => h('option', { value: l, selected: l === this.layout, i18n: `layout.${l}` as MessageKey })));
+      items.push(group('viewer.layout', layout,
+        h('label', { class: 'check' }, h('input', { type: 'checkbox', id: 'sync-scroll', checked: this.sync, on: { change: (e) => this.setSync((e.target as HTMLInputElement).checked) } }), h('span', { i18n: 'viewer.sync' }))));
+    }
+    if (this.mode === 'mpr') {
+      const slab = h('input', { id: 'slab-thickness', type: 'number', min: 1, max: 200, step: 1, value: String(this.slabMm), class: 'fps', i18nTitle: 'viewer.slab',
+        on: { change: (e) => {
+          this.slabMm = Math.max(1, Math.min(200, Number((e.target as HTMLInputElement).value) || 10));
+          this.applySlab();
+        } } });
+      const blend = h('select', { id: 'slab-mode', i18nAriaLabel: 'viewer.projection', on: { change: (e) => {
+        this.blend = (e.target as HTMLSelectElement).value as typeof this.blend;
+        this.applySlab();
+      } } }, ...(['none', 'mip', 'minip', 'avg'] as const).map((b) => h('option', { value: b, selected: b === this.blend, i18n: `blend.${b}` as MessageKey })));
+      items.push(group('viewer.projection', blend, slab, h('span', { class: 'unit', i18n: 'viewer.mm' })),
+        group('viewer.actions', action('invert', 'viewer.invert', () => this.invert(), '◐'), action('reset', 'viewer.reset', () => this.reset())));
+    }
+    if (this.mode === '3d') {
+      const preset = h('select', { id: 'vr-preset', i18nAriaLabel: 'viewer.vrPreset', on: { change: (e) => {
+        this.vrPreset = (e.target as HTMLSelectElement).value;
+        this.applyVrPreset();
+      } } }, ...VR_PRESETS.map((p) => h('option', { value: p.id, selected: p.id === this.vrPreset, i18n: p.label })));
+      items.push(group('viewer.vrPreset', preset), group('viewer.actions', action('reset', 'viewer.reset', () => this.reset())));
+    }
+    items.push(h('a', { class: 'tb back-link', href: href(`/study/${this.studyUid}`), i18n: 'viewer.backToStudy' }));
+    this.toolbar.replaceChildren(...items.filter((x): x is Node => x !== null));
+  }
+
+  private canVolume(): boolean {
+    const s = this.volumeCandidate();
+    return Boolean(s && (this.loaded.get(str(s, Tag.SeriesInstanceUID))?.isVolume ?? (num(s, Tag.NumberOfSeriesRelatedInstances) ?? 0) >= 3));
+  }
+
+  private volumeCandidate(): DicomJson | undefined {
+    const activeUid = this.cells[this.active]?.series?.seriesUid ?? this.volumeSeries?.seriesUid;
+    return this.series.find((s) => str(s, Tag.SeriesInstanceUID) === activeUid)
+      ?? this.series.find((s) => ['CT', 'MR', 'PT', 'NM'].includes(str(s, Tag.Modality)));
+  }
+
+  // ------------------------------------------------------------------ series panel
+
+  private renderSeriesPanel(): void {
+    this.seriesPanel.replaceChildren(h('h2', { i18n: 'viewer.series' }), h('ul', { class: 'series-list' }, ...this.series.map((s) => {
+      const uid = str(s, Tag.SeriesInstanceUID);
+      const img = h('img', { src: thumbnailUrl(this.studyUid, uid), alt: '', loading: 'lazy', width: 96, height: 96 });
+      img.addEventListener('error', () => img.classList.add('broken'));
+      return h('li', {}, h('button', { class: 'series-thumb', data: { series: uid }, on: { click: () => void this.showSeries(uid) } },
+        img,
+        h('span', { class: 'series-title' }, `${str(s, Tag.Modality)} ${str(s, Tag.SeriesNumber)}`.trim()),
+        h('span', { class: 'series-desc' }, str(s, Tag.SeriesDescription)),
+        h('span', { class: 'muted', i18n: 'study.imageCount', i18nParams: { count: num(s, Tag.NumberOfSeriesRelatedInstances) ?? 0 } })));
+    })));
+    this.markSeries();
+  }
+
+  private markSeries(): void {
+    const shown = new Set(this.cells.map((c) => c.series?.seriesUid));
+    if (this.mode !== 'stack' && this.volumeSeries) shown.add(this.volumeSeries.seriesUid);
+    this.seriesPanel.querySelectorAll<HTMLElement>('[data-series]').forEach((el) => el.classList.toggle('shown', shown.has(el.dataset.series)));
+  }
+
+  private async showSeries(seriesUid: string): Promise<void> {
+    if (this.mode === 'stack') {
+      await this.loadIntoCell(this.cells[this.active], seriesUid);
+      this.markSeries();
+    } else {
+      await this.setMode(this.mode, seriesUid);
+    }
+  }
+
+  private seriesForImage(imageId: string): LoadedSeries | undefined {
+    for (const s of this.loaded.values()) if (s.sopByImageId.has(imageId)) return s;
+    return undefined;
+  }
+
+  private async getSeries(seriesUid: string): Promise<LoadedSeries> {
+    const s = await loadSeries(this.studyUid, seriesUid);
+    this.loaded.set(seriesUid, s);
+    return s;
+  }
+
+  // ------------------------------------------------------------------ modes and layouts
+
+  private async setMode(mode: Mode, seriesUid?: string): Promise<void> {
+    const token = ++this.modeToken;
+    this.stopCine();
+    const candidate = seriesUid ?? this.cells[this.active]?.series?.seriesUid ?? this.volumeSeries?.seriesUid ?? str(this.volumeCandidate(), Tag.SeriesInstanceUID);
+    let series: LoadedSeries | undefined;
+    if (candidate) series = await this.getSeries(candidate);
+    if (token !== this.modeToken || this.destroyed) return;
+    if (mode !== 'stack' && !series?.isVolume) {
+      toast('viewer.notVolume', undefined, 'error');
+      mode = 'stack';
+    }
+    this.teardownViewports();
+    this.mode = mode;
+    this.root.dataset.mode = mode;
+    const url = new URL(location.href);
+    if (mode === 'stack') url.searchParams.delete('mode');
+    else url.searchParams.set('mode', mode);
+    if (series) url.searchParams.set('series', series.seriesUid);
+    history.replaceState(null, '', url);
+    this.renderToolbar();
+    if (mode === 'stack') await this.buildStack(series);
+    else await this.buildVolume(mode, series!);
+    if (token === this.modeToken) this.markSeries();
+  }
+
+  private teardownViewports(): void {
+    this.synchronizer?.destroy();
+    this.synchronizer = undefined;
+    for (const group of Object.values(GROUP)) {
+      const g = tools.ToolGroupManager.getToolGroup(group);
+      for (const c of this.cells) g?.removeViewports(this.engineId, c.viewportId);
+    }
+    for (const c of this.cells) {
+      try {
+        this.engine.disableElement(c.viewportId);
+      } catch {
+        /* already gone */
+      }
+    }
+    this.cells = [];
+    this.grid.replaceChildren();
+  }
+
+  private makeCells(count: number, ids: string[], views?: MessageKey[]): Cell[] {
+    this.grid.dataset.count = String(count);
+    this.cells = Array.from({ length: count }, (_, index) => {
+      const element = h('div', { class: 'viewport-element', data: { viewport: ids[index] } }) as HTMLDivElement;
+      element.oncontextmenu = (e) => e.preventDefault();
+      const overlay = new Overlay();
+      const box = h('div', { class: 'viewport-cell', data: { index: String(index) }, tabindex: 0 }, element, overlay.root);
+      box.addEventListener('pointerdown', () => this.activate(index), true);
+      this.grid.appendChild(box);
+      const cell: Cell = { index, box, element, overlay, viewportId: ids[index], view: views?.[index] };
+      this.listenTo(cell);
+      return cell;
+    });
+    this.activate(0);
+    return this.cells;
+  }
+
+  private activate(index: number): void {
+    this.active = index;
+    this.cells.forEach((c) => c.box.classList.toggle('active', c.index === index));
+  }
+
+  private async setLayout(layout: Layout): Promise<void> {
+    this.layout = layout;
+    const url = new URL(location.href);
+    if (layout === '1x1') url.searchParams.delete('layout');
+    else url.searchParams.set('layout', layout);
+    history.replaceState(null, '', url);
+    await this.setMode('stack', this.cells[this.active]?.series?.seriesUid);
+  }
+
+  private async buildStack(first?: LoadedSeries): Promise<void> {
+    const count = this.layout === '2x2' ? 4 : this.layout === '1x2' ? 2 : 1;
+    this.grid.dataset.layout = this.layout;
+    const cells = this.makeCells(count, Array.from({ length: count }, (_, i) => `stack-${i}`));
+    this.engine.setViewports(cells.map((c) => ({
+      viewportId: c.viewportId, type: ViewportType.STACK, element: c.element, defaultOptions: { background: [0, 0, 0] as Point3 },
+    })));
+    const group = tools.ToolGroupManager.getToolGroup(GROUP.stack)!;
+    for (const c of cells) group.addViewport(c.viewportId, this.engineId);
+    // the first cell shows the chosen series; the others the next series of the study
+    const uids = this.series.map((s) => str(s, Tag.SeriesInstanceUID));
+    const start = Math.max(0, uids.indexOf(first?.seriesUid ?? uids[0]));
+    await Promise.all(cells.map((c, i) => this.loadIntoCell(c, uids[(start + i) % uids.length])));
+    if (this.sync) this.setSync(true);
+  }
+
+  private async loadIntoCell(cell: Cell, seriesUid: string): Promise<void> {
+    if (!cell || !this.isStack(cell)) return;
+    const series = await this.getSeries(seriesUid);
+    if (this.destroyed || !this.cells.includes(cell)) return;
+    cell.series = series;
+    const viewport = this.engine.getViewport(cell.viewportId) as IStackViewport;
+    if (!series.imageIds.length) {
+      cell.overlay.update({ meta: series.first, total: 0 });
+      return;
+    }
+    cell.overlay.update({ meta: series.first, index: 0, total: series.imageIds.length, sliceMm: num(series.first, Tag.SliceThickness) });
+    this.showProgress('viewer.loadingImages');
+    await viewport.setStack(series.imageIds, 0);
+    if (this.destroyed) return;
+    viewport.render();
+    prefetch(series.imageIds);
+    this.hideProgress();
+    this.measurements?.restore();
+    this.measurements?.paint();
+  }
+
+  private isStack(cell: Cell): boolean {
+    return cell.viewportId.startsWith('stack-');
+  }
+
+  private setSync(on: boolean): void {
+    this.sync = on;
+    this.synchronizer?.destroy();
+    this.synchronizer = undefined;
+    if (!on || this.mode !== 'stack' || this.cells.length < 2) return;
+    this.synchronizer = tools.synchronizers.createImageSliceSynchronizer(`voxa-sync-${this.engineId}`);
+    for (const c of this.cells) this.synchronizer.add({ renderingEngineId: this.engineId, viewportId: c.viewportId });
+  }
+
+  private async buildVolume(mode: Mode, series: LoadedSeries): Promise<void> {
+    this.volumeSeries = series;
+    const volumeId = `cornerstoneStreamingImageVolume:${series.seriesUid}`;
+    const views: MessageKey[] = mode === 'mpr' ? ['view.axial', 'view.sagittal', 'view.coronal'] : ['view.volume'];
+    const ids = mode === 'mpr' ? ['mpr-axial', 'mpr-sagittal', 'mpr-coronal'] : ['vr-3d'];
+    this.grid.dataset.layout = mode === 'mpr' ? '1x3' : '1x1';
+    const cells = this.makeCells(ids.length, ids, views);
+    const orientation = [OrientationAxis.AXIAL, OrientationAxis.SAGITTAL, OrientationAxis.CORONAL];
+    this.engine.setViewports(cells.map((c, i) => ({
+      viewportId: c.viewportId,
+      type: mode === 'mpr' ? ViewportType.ORTHOGRAPHIC : ViewportType.VOLUME_3D,
+      element: c.element,
+      defaultOptions: { background: [0, 0, 0] as Point3, ...(mode === 'mpr' ? { orientation: orientation[i] } : {}) },
+    })));
+    for (const c of cells) c.overlay.update({ meta: series.first, label: c.view });
+    const group = tools.ToolGroupManager.getToolGroup(GROUP[mode])!;
+    for (const c of cells) group.addViewport(c.viewportId, this.engineId);
+
+    this.timings.volumeStartMs = performance.now();
+    const volume = await core.volumeLoader.createAndCacheVolume(volumeId, { imageIds: series.imageIds });
+    if (this.destroyed || !this.cells.includes(cells[0])) return;
+    this.watchVolume(volume as unknown as VolumeLike);
+    (volume as unknown as { load: () => void }).load();
+    await core.setVolumesForViewports(this.engine, [{ volumeId }], ids);
+    if (this.destroyed || !this.cells.includes(cells[0])) return;
+    if (mode === 'mpr') {
+      const preset = series.modality === 'CT' ? WL_PRESETS.find((p) => p.id === 'mediastinum') : undefined;
+      if (preset) this.applyPreset(preset.id, false);
+      this.applySlab();
+      this.setPrimaryTool(this.primary.mpr);
+    } else {
+      this.applyVrPreset();
+    }
+    this.engine.renderViewports(ids);
+  }
+
+  private watchVolume(volume: VolumeLike): void {
+    const total = volume.imageIds?.length ?? 0;
+    const tick = () => {
+      if (this.destroyed) return;
+      const done = volume.loadStatus?.loaded ? total : countLoaded(volume);
+      this.progress.max = Math.max(1, total);
+      this.progress.value = done;
+      setMessage(this.progressText, 'viewer.loadingVolume', { done, total });
+      this.statusBar.hidden = false;
+      if (volume.loadStatus?.loaded || (total > 0 && done >= total)) {
+        if (this.timings.volumeReadyMs === undefined) {
+          this.timings.volumeReadyMs = performance.now();
+          performance.mark('voxa:volume-ready');
+        }
+        setMessage(this.progressText, 'viewer.volumeReady');
+        this.root.dataset.volumeReady = 'true';
+        setTimeout(() => this.hideProgress(), 800);
+        return;
+      }
+      setTimeout(tick, 150);
+    };
+    this.root.dataset.volumeReady = 'false';
+    tick();
+  }
+
+  // ------------------------------------------------------------------ actions
+
+  private viewport(cell = this.cells[this.active]): IViewport | undefined {
+    if (!cell) return undefined;
+    try {
+      return this.engine.getViewport(cell.viewportId);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private targets(): IViewport[] {
+    const all = this.cells.map((c) => this.viewport(c)).filter((v): v is IViewport => Boolean(v));
+    return this.mode === 'stack' ? all.filter((_, i) => i === this.active) : all;
+  }
+
+  applyPreset(id: string, announce = true): void {
+    const p = WL_PRESETS.find((x) => x.id === id);
+    if (!p) return;
+    const voiRange = { lower: p.center - p.width / 2, upper: p.center + p.width / 2 };
+    for (const vp of this.targets()) {
+      if (this.mode === '3d') continue;
+      (vp as IStackViewport).setProperties({ voiRange });
+      vp.render();
+    }
+    this.root.dataset.preset = id;
+    if (announce) toast('viewer.presetApplied', { name: t(p.label) });
+  }
+
+  private rotate90(): void {
+    const vp = this.viewport();
+    if (!vp) return;
+    const rotation = ((vp.getViewPresentation().rotation ?? 0) + 90) % 360;
+    vp.setViewPresentation({ rotation });
+    vp.render();
+  }
+
+  private flip(axis: 'h' | 'v'): void {
+    const vp = this.viewport();
+    if (!vp) return;
+    const cam = vp.getCamera();
+    vp.setCamera(axis === 'h' ? { flipHorizontal: !cam.flipHorizontal } : { flipVertical: !cam.flipVertical });
+    vp.render();
+  }
+
+  private invert(): void {
+    for (const vp of this.targets()) {
+      const v = vp as IStackViewport;
+      v.setProperties({ invert: !v.getProperties().invert });
+      vp.render();
+    }
+  }
+
+  private reset(cell?: Cell): void {
+    const vps = cell ? [this.viewport(cell)].filter((v): v is IViewport => Boolean(v)) : this.targets();
+    for (const vp of vps) {
+      const v = vp as IStackViewport;
+      v.resetProperties?.();
+      vp.resetCamera();
+      if (this.mode === '3d') this.applyVrPreset();
+      vp.render();
+    }
+    if (this.mode === 'mpr') this.applySlab();
+  }
+
+  private applySlab(): void {
+    if (this.mode !== 'mpr') return;
+    const mode = { none: BlendModes.COMPOSITE, mip: BlendModes.MAXIMUM_INTENSITY_BLEND, minip: BlendModes.MINIMUM_INTENSITY_BLEND, avg: BlendModes.AVERAGE_INTENSITY_BLEND }[this.blend];
+    for (const vp of this.targets()) {
+      const v = vp as IVolumeViewport;
+      v.setBlendMode(mode);
+      v.setSlabThickness(this.blend === 'none' ? 0.1 : this.slabMm);
+      vp.render();
+    }
+    const slab = this.toolbar.querySelector<HTMLInputElement>('#slab-thickness');
+    if (slab) slab.disabled = this.blend === 'none';
+  }
+
+  private applyVrPreset(): void {
+    if (this.mode !== '3d') return;
+    const preset = VR_PRESETS.find((p) => p.id === this.vrPreset) ?? VR_PRESETS[0];
+    for (const vp of this.targets()) {
+      (vp as IVolumeViewport).setProperties({ preset: preset.preset });
+      vp.render();
+    }
+  }
+
+  private toggleCine(): void {
+    if (this.cine) this.stopCine();
+    else this.startCine();
+  }
+
+  private startCine(): void {
+    const cell = this.cells[this.active];
+    if (!cell) return;
+    tools.utilities.cine.stopClip(cell.element);
+    tools.utilities.cine.playClip(cell.element, { framesPerSecond: this.fps, loop: true });
+    this.cine = true;
+    this.cineButton();
+  }
+
+  private stopCine(): void {
+    for (const c of this.cells) {
+      try {
+        tools.utilities.cine.stopClip(c.element);
+      } catch {
+        /* not playing */
+      }
+    }
+    this.cine = false;
+    this.cineButton();
+  }
+
+  private cineButton(): void {
+    const b = this.toolbar.querySelector<HTMLButtonElement>('#cine-toggle');
+    if (b) {
+      setMessage(b, this.cine ? 'viewer.stop' : 'viewer.play');
+      b.setAttribute('aria-pressed', String(this.cine));
+    }
+  }
+
+  private scroll(delta: number, absolute?: 'first' | 'last'): void {
+    const vp = this.viewport();
+    if (!vp) return;
+    if (vp instanceof core.StackViewport) {
+      const n = vp.getImageIds().length;
+      const target = absolute === 'first' ? 0 : absolute === 'last' ? n - 1 : vp.getCurrentImageIdIndex() + delta;
+      void vp.setImageIdIndex(Math.max(0, Math.min(n - 1, target)));
+    } else if (this.mode === 'mpr') {
+      const v = vp as IVolumeViewport;
+      const n = v.getNumberOfSlices();
+      const current = v.getSliceIndex();
+      const steps = absolute === 'first' ? -current : absolute === 'last' ? n - 1 - current : delta;
+      core.utilities.scroll(vp, { delta: steps });
+    }
+  }
+
+  private jumpTo(imageId: string): void {
+    const cell = this.cells.find((c) => c.series?.sopByImageId.has(imageId) && this.isStack(c));
+    const vp = cell && (this.viewport(cell) as IStackViewport | undefined);
+    if (!vp) return;
+    const index = vp.getImageIds().indexOf(imageId);
+    if (index >= 0) void vp.setImageIdIndex(index);
+    this.activate(cell!.index);
+  }
+
+  // ------------------------------------------------------------------ events
+
+  /** Overlay values after each render of a viewport (Cornerstone's events do not bubble). */
+  private onRendered(cell: Cell): void {
+    const vp = this.viewport(cell);
+    if (!vp) return;
+    const camera = vp.getCamera();
+    const state: Parameters<Overlay['update']>[0] = {
+      zoom: vp.getZoom(), viewUp: camera.viewUp, viewPlaneNormal: camera.viewPlaneNormal,
+    };
+    const props = (vp as IStackViewport).getProperties?.();
+    if (props?.voiRange && this.mode !== '3d') {
+      state.windowWidth = props.voiRange.upper - props.voiRange.lower;
+      state.windowCenter = (props.voiRange.upper + props.voiRange.lower) / 2;
+    }
+    if (vp instanceof core.StackViewport) {
+      state.index = vp.getCurrentImageIdIndex();
+      state.total = vp.getImageIds().length;
+      if (this.timings.firstImageMs === undefined && vp.getImageData()) {
+        this.timings.firstImageMs = performance.now();
+        performance.mark('voxa:first-image');
+        this.root.dataset.firstImage = 'true';
+      }
+    } else if (this.mode === 'mpr') {
+      const v = vp as IVolumeViewport;
+      state.index = v.getSliceIndex();
+      state.total = v.getNumberOfSlices();
+      state.sliceMm = this.blend === 'none' ? undefined : this.slabMm;
+    }
+    cell.overlay.update(state);
+    cell.box.dataset.rendered = 'true';
+  }
+
+  private listenTo(cell: Cell): void {
+    cell.element.addEventListener(Events.IMAGE_RENDERED, () => this.onRendered(cell));
+    // a double tap resets the view
+    cell.element.addEventListener(tools.Enums.Events.TOUCH_TAP, (evt) => {
+      if (((evt as CustomEvent).detail as { taps?: number }).taps === 2) this.reset(cell);
+    });
+  }
+
+  private listen(): void {
+    let failures = 0;
+    const onFailed = () => {
+      if (failures++ === 0) toast('viewer.imageFailed', undefined, 'error');
+    };
+    core.eventTarget.addEventListener(Events.IMAGE_LOAD_FAILED, onFailed);
+    this.disposers.push(() => core.eventTarget.removeEventListener(Events.IMAGE_LOAD_FAILED, onFailed));
+
+    const resize = () => this.engine?.resize(true, true);
+    const observer = new ResizeObserver(() => requestAnimationFrame(resize));
+    observer.observe(this.grid);
+    this.disposers.push(() => observer.disconnect());
+
+    const onKey = (event: KeyboardEvent) => this.onKey(event);
+    document.addEventListener('keydown', onKey);
+    this.disposers.push(() => document.removeEventListener('keydown', onKey));
+  }
+
+  private onKey(event: KeyboardEvent): void {
+    if (isTyping(event) || event.ctrlKey || event.metaKey || event.altKey || document.querySelector('.modal-backdrop, .tour')) return;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    const shortcut = SHORTCUTS.find((s) => s.scope === 'viewer' && s.keys.includes(key));
+    if (!shortcut) return;
+    const tool = (id: string) => MODE_TOOLS[this.mode].find((x) => x.id === id)?.tool;
+    const done = () => event.preventDefault();
+    switch (shortcut.action) {
+      case 'help.nextImage': this.scroll(1); return done();
+      case 'help.previousImage': this.scroll(-1); return done();
+      case 'help.firstImage': this.scroll(0, 'first'); return done();
+      case 'help.lastImage': this.scroll(0, 'last'); return done();
+      case 'help.cine': if (this.mode === 'stack') this.toggleCine(); return done();
+      case 'tool.windowLevel': case 'tool.pan': case 'tool.zoom': case 'tool.length': case 'tool.rotate': {
+        const id = shortcut.action.slice(5);
+        const name = tool(id);
+        if (name) this.setPrimaryTool(name);
+        return done();
+      }
+      case 'viewer.rotate90': if (this.mode === 'stack') this.rotate90(); return done();
+      case 'viewer.flipH': if (this.mode === 'stack') this.flip('h'); return done();
+      case 'viewer.flipV': if (this.mode === 'stack') this.flip('v'); return done();
+      case 'viewer.invert': this.invert(); return done();
+      case 'viewer.reset': this.reset(); return done();
+      case 'help.presets': this.applyPreset(WL_PRESETS[Number(key) - 1]?.id ?? ''); return done();
+      case 'mode.stack': void this.setMode('stack'); return done();
+      case 'mode.mpr': if (this.canVolume()) void this.setMode('mpr'); return done();
+      case 'mode.volume': if (this.canVolume()) void this.setMode('3d'); return done();
+      case 'help.switchViewport':
+        if (this.cells.length > 1) this.activate((this.active + (key === 'ArrowRight' ? 1 : this.cells.length - 1)) % this.cells.length);
+        return done();
+    }
+  }
+
+  // ------------------------------------------------------------------ progress
+
+  private showProgress(key: MessageKey): void {
+    this.statusBar.hidden = false;
+    this.progress.removeAttribute('value');
+    setMessage(this.progressText, key);
+  }
+
+  private hideProgress(): void {
+    if (this.mode === 'stack' || this.root.dataset.volumeReady === 'true') this.statusBar.hidden = true;
+  }
+
+  private debugState(): unknown {
+    return {
+      mode: this.mode,
+      layout: this.layout,
+      active: this.active,
+      cells: this.cells.map((c) => {
+        const vp = this.viewport(c);
+        const stack = vp instanceof core.StackViewport ? vp : undefined;
+        const props = (vp as IStackViewport | undefined)?.getProperties?.();
+        return {
+          id: c.viewportId,
+          series: c.series?.seriesUid ?? this.volumeSeries?.seriesUid,
+          index: stack ? stack.getCurrentImageIdIndex() : (vp as IVolumeViewport | undefined)?.getSliceIndex?.(),
+          total: stack ? stack.getImageIds().length : undefined,
+          voi: props?.voiRange,
+          invert: props?.invert,
+        };
+      }),
+      annotations: tools.annotation.state.getAllAnnotations().map((a) => ({ uid: a.annotationUID, tool: a.metadata?.toolName })),
+      timings: this.timings,
+      formatted: formatNumber(1.5, 1),
+    };
+  }
+}
+
+/** Load the rest of a stack in the background, at prefetch priority, so scrolling is instant. */
+function prefetch(imageIds: string[]): void {
+  const { RequestType } = core.Enums;
+  for (const imageId of imageIds) {
+    if (core.cache.isLoaded(imageId)) continue;
+    core.imageLoadPoolManager.addRequest(
+      () => core.imageLoader.loadAndCacheImage(imageId, { priority: 0, requestType: RequestType.Prefetch }).then(() => undefined, () => undefined),
+      RequestType.Prefetch,
+      { imageId },
+    );
+  }
+}
+
+interface VolumeLike {
+  imageIds?: string[];
+  loadStatus?: { loaded?: boolean; loading?: boolean; cachedFrames?: unknown[] | Record<string, unknown> };
+  framesProcessed?: number;
+  cachedFrames?: unknown[] | Record<string, unknown>;
+}
+
+function countLoaded(volume: VolumeLike): number {
+  if (typeof volume.framesProcessed === 'number') return volume.framesProcessed;
+  const frames = volume.loadStatus?.cachedFrames ?? volume.cachedFrames;
+  if (!frames) return 0;
+  return Object.values(frames).filter(Boolean).length;
+}

@@ -1,0 +1,40 @@
+// Cornerstone3D, started once: rendering core, tools, the DICOMweb image loader (web workers,
+// WASM codecs) and the streaming volume loader. Loaded only with the viewer page.
+import * as core from '@cornerstonejs/core';
+import * as tools from '@cornerstonejs/tools';
+import { init as initImageLoader } from '@cornerstonejs/dicom-image-loader';
+
+export { core, tools };
+
+export const TOOL_CLASSES = [
+  tools.WindowLevelTool,
+  tools.PanTool,
+  tools.ZoomTool,
+  tools.StackScrollTool,
+  tools.LengthTool,
+  tools.PlanarRotateTool,
+  tools.CrosshairsTool,
+  tools.TrackballRotateTool,
+  tools.VolumeRotateTool,
+];
+
+let started = false;
+
+export async function startCornerstone(): Promise<void> {
+  if (started) return;
+  started = true;
+  await core.init();
+  const cores = navigator.hardwareConcurrency || 2;
+  initImageLoader({ maxWebWorkers: Math.max(1, Math.min(cores - 1, 4)) });
+  tools.init();
+  core.volumeLoader.registerUnknownVolumeLoader(
+    core.cornerstoneStreamingImageVolumeLoader as unknown as Parameters<typeof core.volumeLoader.registerUnknownVolumeLoader>[0],
+  );
+  core.volumeLoader.registerVolumeLoader(
+    'cornerstoneStreamingImageVolume',
+    core.cornerstoneStreamingImageVolumeLoader as unknown as Parameters<typeof core.volumeLoader.registerVolumeLoader>[1],
+  );
+  for (const Tool of TOOL_CLASSES) tools.addTool(Tool);
+  // for tests, benchmarks and the curious: the libraries the viewer runs on
+  Object.assign(window, { cornerstone: core, cornerstoneTools: tools });
+}
