@@ -1,0 +1,555 @@
+"""The DICOM objects Voxa derives from a study, shown by the OHIF viewer in headless Chromium.
+
+Acceptance point of the imaging work: every DICOM object Voxa produces is shown by OHIF. A real
+Voxa (HTTP, in process) stores a small non-contrast chest CT with coronary calcifications, runs
+the calcium tool on it (a DICOM SEG with one segment per coronary artery and a TID 1500
+Comprehensive 3D SR of the scores are written into the archive), and two lengths are drawn through
+the measurements API and exported as a TID 1500 SR. Then, in OHIF, as a person would:
+
+1. the study panel lists the SEG and both SRs next to the CT (modality labels on the thumbnails);
+2. the SEG: double-click its thumbnail, answer "Yes" to "Do you want to open this Segmentation?",
+   the segmentation panel lists the SEG's segment labels, a click on "LAD calcium" jumps to a slice
+   the segment covers and the viewport canvas holds pixels of the segment's colour;
+3. the measurement SR: double-click its thumbnail; OHIF draws both lengths (its annotations carry
+   the measurements' Tracking Unique Identifiers and the values in mm) on the image they were drawn on.
+
+The calcium SR has its own test, an expected failure: OHIF 3.13 cannot display a TID 1500 report
+whose measurement groups carry no spatial coordinates (see that test).
+
+An uncaught page error fails a test, and so does any DICOMweb request of OHIF that Voxa answers
+with a status >= 400 (URL, Accept header, status and body in the message). Screenshots, the
+browser console, every DICOMweb request and a summary go to ``test-artifacts/ohif-derived/``.
+Chromium, Playwright or the viewer missing: skipped, or failed under ``VOXA_REQUIRE_INTEROP=1``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from support import skip_or_fail
+
+from voxa.analysis import results as analysis_results
+from voxa.analysis import tools
+from voxa.testing.synthetic import ct_chest, dataset_to_bytes
+from voxa.web.routes import ohif
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ohif-derived"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-dev-shm-usage",
+]  # fmt: skip
+VIEWPORT: Any = {"width": 1400, "height": 900}  # a playwright ViewportSize
+SEG_SERIES_NUMBER = 910  # voxa.analysis.dicom_outputs.CALCIUM_SEG_SERIES_NUMBER
+CALCIUM_SR_SERIES_NUMBER = 911  # voxa.analysis.dicom_outputs.CALCIUM_SR_SERIES_NUMBER
+MEASUREMENT_SR_SERIES_NUMBER = 901  # voxa.measurements.sr.SERIES_NUMBER
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+
+# the viewport canvas "holds an image": grey-level standard deviation and share of non-black pixels
+MIN_PIXEL_STD = 12.0
+MIN_NONBLACK_SHARE = 0.05
+# pixels of a segment's colour on the viewport canvas once OHIF draws the SEG over the CT (the LAD
+# lesions of the test CT cover about 150 canvas pixels at 1400x900); the CT alone has none.
+MIN_SEGMENT_PIXELS = 40
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture
+def browser_ready() -> Path:
+    """The installed viewer's dist folder; skips (or fails) when Chromium, Playwright or the viewer is missing."""
+    if not CHROMIUM.exists():
+        skip_or_fail(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        skip_or_fail("the playwright Python package is not installed (pip install -e '.[test]')")
+    dist = ohif.ohif_dir()
+    if ohif.installed_version(dist) is None:
+        skip_or_fail(f"the OHIF viewer is not installed in {dist} (bash scripts/install_ohif.sh)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return dist
+
+
+@dataclass
+class DerivedStudy:
+    """A CT stored in Voxa with the calcium tool's SEG and SR, and optionally a measurement SR."""
+
+    voxa: Any
+    study_uid: str
+    ct_series_uid: str
+    seg: pydicom.Dataset
+    calcium_sr_sop_uid: str
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    measurement_sr: dict[str, Any] | None = None
+
+    @property
+    def segment_labels(self) -> list[str]:
+        return [str(item.SegmentLabel) for item in self.seg.SegmentSequence]
+
+    def source_images_of_segment(self, number: int) -> set[str]:
+        """SOP Instance UIDs of the CT images that segment ``number`` of the SEG covers."""
+        found: set[str] = set()
+        for frame in self.seg.PerFrameFunctionalGroupsSequence:
+            if int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != number:
+                continue
+            for derivation in frame.DerivationImageSequence:
+                found.update(str(src.ReferencedSOPInstanceUID) for src in derivation.SourceImageSequence)
+        return found
+
+
+def _stored_dataset(voxa: Any, sop_instance_uid: str) -> pydicom.Dataset:
+    locations = voxa.archive.index.locate(sop_uid=sop_instance_uid)
+    assert len(locations) == 1, f"instance {sop_instance_uid} is stored {len(locations)} times"
+    return pydicom.dcmread(io.BytesIO(voxa.archive.read_instance(locations[0].blob_key)))
+
+
+def _derived_study(voxa_factory: Any, *, with_measurements: bool) -> DerivedStudy:
+    """Voxa over HTTP with a calcium-scoring CT, the calcium tool's outputs, and (optionally) two
+    lengths exported as a measurement SR."""
+    voxa = voxa_factory(http=True, accept_unknown_peers=True)
+    ct = ct_chest(0, slices=40, rows=256, slice_thickness_mm=3.0, contrast=False)
+    datasets = list(ct.datasets())
+    for ds in datasets:
+        assert voxa.archive.ingest(dataset_to_bytes(ds), source="test").ok
+    series_uid = str(datasets[0].SeriesInstanceUID)
+
+    submitted = tools.submit_analysis(voxa.runtime, tool="calcium", study_instance_uid=ct.study_instance_uid,
+                                      series=series_uid, params={}, created_by=voxa.auth[0])
+    voxa.runtime.jobs.wait(submitted.job_id, timeout=120)
+    done = analysis_results.get_result(voxa.archive.index, submitted.id)
+    assert done is not None and done.status is analysis_results.ResultStatus.DONE, done
+    outputs = {o["kind"]: o for o in done.outputs}
+    assert set(outputs) == {"SEG", "SR"}, f"the calcium tool wrote {done.outputs} (notes: {done.result.get('notes')})"
+    derived = DerivedStudy(voxa=voxa, study_uid=ct.study_instance_uid, ct_series_uid=series_uid,
+                           seg=_stored_dataset(voxa, outputs["SEG"]["sop_instance_uid"]),
+                           calcium_sr_sop_uid=outputs["SR"]["sop_instance_uid"])
+    if not with_measurements:
+        return derived
+
+    # two lengths on a slice through the heart, as a viewer would send them (image coordinates)
+    image = datasets[len(datasets) // 2]
+    base, study = voxa.base_url, ct.study_instance_uid
+    for label, points in (("Length A", [[100.0, 120.0], [160.0, 120.0]]), ("Length B", [[128.0, 80.0], [128.0, 150.0]])):
+        r = httpx.post(f"{base}/measurements/studies/{study}", auth=voxa.auth, timeout=30,
+                       json={"kind": "distance", "label": label, "sop_instance_uid": str(image.SOPInstanceUID),
+                             "points": points})
+        assert r.status_code == 201, f"POST /measurements/studies/{study} answered {r.status_code}: {r.text[:500]}"
+        derived.measurements.append(r.json())
+    r = httpx.post(f"{base}/measurements/studies/{study}/export-sr", auth=voxa.auth, timeout=30)
+    assert r.status_code == 201, f"POST /measurements/studies/{study}/export-sr answered {r.status_code}: {r.text[:500]}"
+    derived.measurement_sr = r.json()
+    assert derived.measurement_sr["measurements"] == 2
+    return derived
+
+
+class Browser:
+    """One Chromium page signed in to Voxa, with its console, page errors and DICOMweb requests recorded."""
+
+    def __init__(self, page: Any, base: str):
+        self.page = page
+        self.base = base
+        self.console: list[str] = []
+        self.page_errors: list[str] = []
+        self.dicomweb: list[str] = []
+        self.failed: list[Any] = []  # responses with a status >= 400
+        self.network_failures: list[str] = []
+        page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
+        page.on("console", lambda msg: self.console.append(f"{msg.type}: {msg.text}"))
+        page.on("response", self._on_response)
+        page.on("requestfailed", lambda req: self.network_failures.append(f"{req.method} {req.url}: {req.failure}"))
+
+    def _on_response(self, response: Any) -> None:
+        if "/dicom-web" in response.url or "/wado" in response.url:
+            accept = response.request.headers.get("accept", "")
+            self.dicomweb.append(f"{response.status} {response.request.method} {response.url} [Accept: {accept}]")
+        if response.status >= 400:
+            self.failed.append(response)
+
+    def failed_dicomweb(self) -> list[str]:
+        """Each DICOMweb request Voxa answered with an error: method, URL, Accept header, status, body."""
+        out = []
+        for response in self.failed:
+            if "/dicom-web" not in response.url and "/wado" not in response.url:
+                continue
+            try:
+                body = response.text()[:500]
+            except Exception as e:  # noqa: BLE001 - the body may be gone; say so
+                body = f"<body not available: {e}>"
+            out.append(f"{response.request.method} {response.url} [Accept: {response.request.headers.get('accept', '')}]"
+                       f" -> {response.status}: {body}")
+        return out
+
+    def other_failures(self) -> list[str]:
+        return [f"{r.status} {r.request.method} {r.url}" for r in self.failed
+                if "/dicom-web" not in r.url and "/wado" not in r.url]
+
+    def problems(self) -> str:
+        errors = [c for c in self.console if c.startswith(("error", "warning")) or "Error Boundary" in c]
+        return (f"page errors: {self.page_errors[:5]}; failed DICOMweb requests: {self.failed_dicomweb()[:5]}; "
+                f"console errors/warnings: {errors[-15:]}")
+
+    def shot(self, name: str) -> None:
+        self.page.mouse.move(5, VIEWPORT["height"] - 5)  # no hover tooltip over the viewport
+        self.page.wait_for_timeout(300)
+        self.page.screenshot(path=str(ARTIFACTS / name))
+
+    def sign_in(self, user: str, password: str) -> None:
+        self.page.goto(f"{self.base}/ohif/")
+        self.page.wait_for_url(re.compile(r".*/login\?next=%2Fohif%2F$"), timeout=30_000)
+        self.page.fill("#username", user)
+        self.page.fill("#password", password)
+        self.page.click("button[type=submit]")
+        self.page.wait_for_url(re.compile(r".*/ohif/.*"), timeout=30_000)
+
+    def open_study(self, study_uid: str, series_numbers: tuple[int, ...]) -> dict[int, dict[str, str]]:
+        """Open the study in the viewer; wait until the CT is drawn and the study panel lists the
+        derived series; their thumbnails' modality and description labels by series number."""
+        self.page.goto(f"{self.base}{ohif.ohif_study_url(study_uid)}")
+        self.wait_for_image(90)
+        thumbnails: dict[int, dict[str, str]] = {}
+        for number in series_numbers:
+            thumb = self.page.locator(f'[data-series="{number}"]').first
+            try:
+                thumb.wait_for(timeout=30_000)
+            except Exception:  # noqa: BLE001 - turned into a failure with the details
+                self.shot("study-panel-missing-series.png")
+                pytest.fail(f"series {number} is not in OHIF's study panel; {self.problems()}")
+            thumbnails[number] = {
+                "modality": thumb.locator('[data-cy="series-modality-label"]').inner_text().strip(),
+                "description": thumb.locator('[data-cy="series-description-label"]').inner_text().strip(),
+            }
+        return thumbnails
+
+    def viewport_stats(self, segment_index: int = 0) -> list[dict[str, Any]]:
+        return self.page.evaluate(_VIEWPORT_JS, segment_index)  # type: ignore[no-any-return]
+
+    def wait_for_image(self, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        stats: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            stats = self.viewport_stats()
+            if stats and stats[0]["std"] >= MIN_PIXEL_STD and stats[0]["nonblack"] >= MIN_NONBLACK_SHARE:
+                return stats[0]
+            self.page.wait_for_timeout(500)
+        self.shot("no-image.png")
+        pytest.fail(f"after {timeout_s:.0f} s the viewport holds no image: {stats}; {self.problems()}")
+
+    def poll(self, what: str, timeout_s: float, check: Any, screenshot: str) -> Any:
+        """Call ``check()`` until it returns something true; fail with ``what`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = check()
+            if last:
+                return last
+            if self.page_errors:
+                break
+            self.page.wait_for_timeout(500)
+        self.shot(screenshot)
+        pytest.fail(f"{what} (after {timeout_s:.0f} s; last seen: {last!r}); {self.problems()}")
+
+    def assert_clean(self) -> None:
+        assert not self.page_errors, f"uncaught errors in the page: {self.problems()}"
+        failed = self.failed_dicomweb()
+        assert not failed, "Voxa answered DICOMweb requests of OHIF with an error:\n" + "\n".join(failed)
+
+    def save_logs(self, prefix: str) -> None:
+        (ARTIFACTS / f"{prefix}console.log").write_text(
+            "\n".join(self.console + ["", "page errors:"] + self.page_errors + ["", "failed DICOMweb requests:"]
+                      + self.failed_dicomweb() + ["", "other failed requests:"] + self.other_failures()
+                      + ["", "network failures:"] + self.network_failures) + "\n")
+        (ARTIFACTS / f"{prefix}dicomweb-requests.log").write_text("\n".join(self.dicomweb) + "\n")
+
+
+@contextmanager
+def _browser(tmp_path: Path, base: str) -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport=VIEWPORT,
+        )
+        try:
+            yield Browser(context.new_page(), base)
+        finally:
+            context.close()
+
+
+# For each cornerstone viewport: the grey-level statistics of its canvas, how many pixels are
+# coloured (the CT is grey; a SEG overlay is not), how many of those have the hue of segment
+# ``segmentIndex`` of the first segmentation (its colour in that viewport), and the image shown.
+_VIEWPORT_JS = """
+(segmentIndex) => {
+  const cs = window.cornerstone, ct = window.cornerstoneTools;
+  if (!cs || !cs.getRenderingEngines) return [];
+  const out = [];
+  for (const engine of cs.getRenderingEngines() || []) {
+    for (const vp of engine.getViewports()) {
+      const canvas = vp.getCanvas ? vp.getCanvas() : vp.canvas;
+      const item = {id: vp.id, width: canvas ? canvas.width : 0, height: canvas ? canvas.height : 0, std: 0,
+                    nonblack: 0, coloured: 0, segmentPixels: 0, segmentColor: null,
+                    imageId: vp.getCurrentImageId ? (vp.getCurrentImageId() || '') : ''};
+      out.push(item);
+      if (!canvas || !canvas.width || !canvas.height) continue;
+      let color = null;
+      if (segmentIndex && ct && ct.segmentation) {
+        try {
+          const segs = ct.segmentation.state.getSegmentations();
+          if (segs.length) color = Array.from(ct.segmentation.config.color.getSegmentIndexColor(
+            vp.id, segs[0].segmentationId, segmentIndex) || []).slice(0, 3);
+        } catch (e) { color = null; }
+      }
+      item.segmentColor = color;
+      const w = canvas.width, h = canvas.height;
+      const probe = document.createElement('canvas');
+      probe.width = w; probe.height = h;
+      const ctx = probe.getContext('2d', {willReadFrequently: true});
+      ctx.drawImage(canvas, 0, 0);
+      const d = ctx.getImageData(0, 0, w, h).data;
+      let n = 0, s = 0, s2 = 0, nonblack = 0, coloured = 0, match = 0;
+      let cref = null;
+      if (color && color.length === 3) {
+        const m = Math.min(...color);
+        cref = [color[0] - m, color[1] - m, color[2] - m];
+        if (!Math.hypot(...cref)) cref = null;
+      }
+      for (let i = 0; i < d.length; i += 4) {
+        const r = d[i], g = d[i + 1], b = d[i + 2];
+        const grey = (r + g + b) / 3;
+        n++; s += grey; s2 += grey * grey; if (grey > 16) nonblack++;
+        const mn = Math.min(r, g, b), mx = Math.max(r, g, b);
+        if (mx - mn < 40) continue;
+        coloured++;
+        if (cref) {
+          const a = [r - mn, g - mn, b - mn];
+          const cos = (a[0] * cref[0] + a[1] * cref[1] + a[2] * cref[2]) / (Math.hypot(...a) * Math.hypot(...cref));
+          if (cos > 0.95) match++;
+        }
+      }
+      item.std = Math.round(Math.sqrt(Math.max(0, s2 / n - (s / n) * (s / n))) * 10) / 10;
+      item.nonblack = Math.round(nonblack / n * 1000) / 1000;
+      item.coloured = coloured;
+      item.segmentPixels = match;
+    }
+  }
+  return out;
+}
+"""
+
+# the segmentations cornerstone holds: id, label and segments (index, label)
+_SEGMENTATIONS_JS = """
+() => {
+  const ct = window.cornerstoneTools;
+  if (!ct || !ct.segmentation) return [];
+  return ct.segmentation.state.getSegmentations().map(s => ({
+    id: s.segmentationId, label: s.label,
+    segments: Object.values(s.segments || {}).filter(x => x).map(x => ({index: x.segmentIndex, label: x.label})),
+  }));
+}
+"""
+
+# the annotations cornerstone holds: uid, tool, label, text lines (the SR display tool's labels)
+_ANNOTATIONS_JS = """
+() => {
+  const ct = window.cornerstoneTools;
+  if (!ct || !ct.annotation) return [];
+  return (ct.annotation.state.getAllAnnotations() || []).map(a => ({
+    uid: a.annotationUID, tool: a.metadata && a.metadata.toolName,
+    imageId: (a.metadata && a.metadata.referencedImageId) || '',
+    labels: ((a.data && a.data.labels) || []).map(l => `${l.label}: ${l.value}`),
+  }));
+}
+"""
+
+# the text drawn over the viewports (annotation text boxes are SVG)
+_VIEWPORT_TEXT_JS = """
+() => Array.from(document.querySelectorAll('[data-cy="viewport-pane"] svg text')).map(t => t.textContent.trim())
+"""
+
+
+# --------------------------------------------------------------------------- SEG and measurement SR
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+@pytest.mark.timeout(300)
+def test_ohif_shows_calcium_seg_and_measurement_sr(voxa_factory: Any, browser_ready: Path, tmp_path: Path) -> None:
+    timings: dict[str, float] = {}
+    summary: dict[str, Any] = {}
+    t0 = time.monotonic()
+    study = _derived_study(voxa_factory, with_measurements=True)
+    voxa = study.voxa
+    timings["store CT, calcium tool, measurements"] = time.monotonic() - t0
+    labels = study.segment_labels
+    assert "LAD calcium" in labels, labels
+    lad_segment = labels.index("LAD calcium") + 1
+    lad_images = study.source_images_of_segment(lad_segment)
+    assert lad_images, "the SEG's LAD segment covers no image: the test CT has no LAD calcium to show"
+
+    # the archive answers QIDO-RS with the derived series, as OHIF will ask
+    r = httpx.get(f"{voxa.base_url}/dicom-web/studies/{study.study_uid}/series", auth=voxa.auth, timeout=30,
+                  headers={"Accept": "application/dicom+json"})
+    assert r.status_code == 200, r.text[:300]
+    numbers = {int(s["00200011"]["Value"][0]): s["00080060"]["Value"][0] for s in r.json()}
+    assert {n: numbers.get(n) for n in (SEG_SERIES_NUMBER, CALCIUM_SR_SERIES_NUMBER, MEASUREMENT_SR_SERIES_NUMBER)} \
+        == {SEG_SERIES_NUMBER: "SEG", CALCIUM_SR_SERIES_NUMBER: "SR", MEASUREMENT_SR_SERIES_NUMBER: "SR"}, numbers
+
+    with _browser(tmp_path, voxa.base_url) as b:
+        page = b.page
+        try:
+            b.sign_in(*voxa.auth)
+
+            # 1. the study panel lists the SEG and both SRs next to the CT
+            t = time.monotonic()
+            thumbnails = b.open_study(study.study_uid, (SEG_SERIES_NUMBER, CALCIUM_SR_SERIES_NUMBER,
+                                                        MEASUREMENT_SR_SERIES_NUMBER))
+            b.shot("01-study-panel.png")
+            summary["thumbnails"] = thumbnails
+            assert thumbnails[SEG_SERIES_NUMBER] == {"modality": "SEG", "description": "Coronary calcium (Voxa)"}
+            assert thumbnails[CALCIUM_SR_SERIES_NUMBER]["modality"] == "SR"
+            assert thumbnails[MEASUREMENT_SR_SERIES_NUMBER] == {"modality": "SR", "description": "Measurements"}
+            before = b.viewport_stats(lad_segment)[0]
+            assert before["coloured"] == 0, f"coloured pixels before any SEG is loaded: {before}"
+            timings["viewer and study panel"] = time.monotonic() - t
+            b.assert_clean()
+
+            # 2. the SEG: load it as a user does, see its segments listed and drawn
+            t = time.monotonic()
+            page.dblclick(f'[data-series="{SEG_SERIES_NUMBER}"]')
+            prompt = page.get_by_text("Do you want to open this Segmentation?")
+            b.poll("OHIF neither offers to open the SEG nor loads it", 30,
+                   lambda: prompt.is_visible() or page.evaluate(_SEGMENTATIONS_JS), "02-seg-prompt.png")
+            b.shot("02-seg-prompt.png")
+            if prompt.is_visible():
+                page.get_by_role("button", name="Yes").click()
+            segmentations = b.poll(
+                "OHIF did not load the SEG's segments", 60,
+                lambda: [s for s in page.evaluate(_SEGMENTATIONS_JS) if len(s["segments"]) == len(labels)],
+                "03-seg-not-loaded.png")
+            summary["segmentations"] = segmentations
+            assert [s["label"] for s in segmentations[0]["segments"]] == labels, segmentations
+            if not page.get_by_text("LAD calcium").first.is_visible():
+                page.click('[data-cy="panelSegmentation-btn"]')
+            for label in labels:
+                b.poll(f"the segmentation panel does not list {label!r}", 15,
+                       lambda label=label: page.get_by_text(label, exact=True).first.is_visible(), "03-seg-panel.png")
+            b.shot("03-seg-panel.png")
+
+            # a click on the LAD segment jumps to a slice it covers; its colour is drawn there
+            page.get_by_text("LAD calcium", exact=True).first.click()
+            shown = b.poll(
+                "the LAD segment is not drawn over the CT", 30,
+                lambda: [v for v in b.viewport_stats(lad_segment) if v["segmentPixels"] >= MIN_SEGMENT_PIXELS],
+                "04-seg-lad.png")[0]
+            b.shot("04-seg-lad.png")
+            summary["seg viewport"] = shown
+            shown_sop = shown["imageId"].split("/instances/")[-1].split("/")[0]
+            assert shown_sop in lad_images, (f"OHIF shows image {shown_sop} for the LAD segment, which covers "
+                                             f"{sorted(lad_images)}")
+            assert shown["std"] >= MIN_PIXEL_STD, f"the CT under the SEG is not drawn: {shown}"
+            timings["SEG"] = time.monotonic() - t
+            b.assert_clean()
+
+            # 3. the measurement SR, in a fresh viewer (as a reader opening the study again)
+            t = time.monotonic()
+            b.open_study(study.study_uid, (MEASUREMENT_SR_SERIES_NUMBER,))
+            page.dblclick(f'[data-series="{MEASUREMENT_SR_SERIES_NUMBER}"]')
+            expected = {m["tracking_uid"]: f"{m['values']['length']['value']:.2f} mm" for m in study.measurements}
+            measured_sop = study.measurements[0]["sop_instance_uid"]
+
+            def sr_drawn() -> list[dict[str, Any]]:
+                found = [a for a in page.evaluate(_ANNOTATIONS_JS) if a["uid"] in expected]
+                return found if len(found) == len(expected) else []
+
+            annotations = b.poll("OHIF does not draw the measurement SR's lengths", 60, sr_drawn, "05-measurement-sr.png")
+            summary["measurement SR annotations"] = annotations
+            for a in annotations:
+                assert f"Length: {expected[a['uid']]}" in a["labels"], (a, expected)
+                assert measured_sop in a["imageId"], f"annotation on the wrong image: {a}"
+            text = b.poll("the lengths' values are not drawn over the image", 20,
+                          lambda: [x for x in page.evaluate(_VIEWPORT_TEXT_JS) if "mm" in x], "05-measurement-sr.png")
+            for value in expected.values():
+                assert any(value in x for x in text), (value, text)
+            drawn = b.wait_for_image(30)
+            assert measured_sop in drawn["imageId"], f"the SR viewport shows {drawn['imageId']}, not {measured_sop}"
+            b.shot("05-measurement-sr.png")
+            summary["measurement SR text"] = text
+            # what the measurement panel makes of it (OHIF tracks only SRs it can rehydrate: recorded)
+            page.click('[data-cy="trackedMeasurements-btn"]')
+            page.wait_for_timeout(1500)
+            b.shot("06-measurement-panel.png")
+            panel = page.get_by_text(re.compile(r"^Measurements \(\d+\)$"))
+            summary["measurement panel"] = panel.first.inner_text() if panel.count() else "not found"
+            timings["measurement SR"] = time.monotonic() - t
+            b.assert_clean()
+        finally:
+            b.save_logs("")
+            timings["total"] = time.monotonic() - t0
+            summary["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+            summary["other failed requests"] = b.other_failures()
+            (ARTIFACTS / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- the calcium SR
+
+
+class CalciumSRNotShown(AssertionError):
+    """OHIF loaded the study but does not show the calcium SR (the expected failure below)."""
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(
+    strict=True, raises=CalciumSRNotShown,
+    reason="OHIF 3.13 cannot display the calcium SR: its measurement groups (TID 1411 referencing SEG "
+           "segments, TID 1501 totals) have no SCOORD/SCOORD3D; OHIF's SR loader then reads "
+           "measurement.coords[0].ReferencedSOPSequence of an empty list (TypeError, caught by the viewer's error "
+           "boundary: blank viewport). Upstream: OHIF/Viewers#3390. Voxa side: voxa.analysis.dicom_outputs."
+           "build_calcium_sr would have to give every group spatial coordinates")
+def test_ohif_shows_calcium_sr(voxa_factory: Any, browser_ready: Path, tmp_path: Path) -> None:
+    try:
+        study = _derived_study(voxa_factory, with_measurements=False)
+    except AssertionError as e:  # not the expected failure
+        pytest.fail(f"setting up the study failed: {e}")
+    with _browser(tmp_path, study.voxa.base_url) as b:
+        page = b.page
+        try:
+            b.sign_in(*study.voxa.auth)
+            thumbnails = b.open_study(study.study_uid, (CALCIUM_SR_SERIES_NUMBER,))
+            if thumbnails[CALCIUM_SR_SERIES_NUMBER] != {"modality": "SR", "description": "Coronary calcium report (Voxa)"}:
+                pytest.fail(f"the calcium SR's thumbnail: {thumbnails}")
+            page.dblclick(f'[data-series="{CALCIUM_SR_SERIES_NUMBER}"]')
+            deadline = time.monotonic() + 30
+            annotations: list[dict[str, Any]] = []
+            crashed: list[str] = []
+            while time.monotonic() < deadline and not annotations and not crashed:
+                page.wait_for_timeout(500)
+                annotations = [a for a in page.evaluate(_ANNOTATIONS_JS)
+                               if a["tool"] == "DICOMSRDisplay" and any("Calcium score" in x for x in a["labels"])]
+                crashed = [c for c in b.console if "Error Boundary" in c]
+            b.shot("07-calcium-sr.png")
+            # failures of Voxa's own making are not the expected failure
+            if b.page_errors or b.failed_dicomweb():
+                pytest.fail(f"{b.problems()}")
+            if crashed:
+                raise CalciumSRNotShown(f"OHIF failed to load the calcium SR: {crashed[0][:600]}")
+            if not annotations:
+                raise CalciumSRNotShown(f"OHIF draws none of the calcium SR's measurements; {b.problems()}")
+        finally:
+            b.save_logs("calcium-sr-")
