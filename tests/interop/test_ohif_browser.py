@@ -106,7 +106,8 @@ def test_app_routes_get_the_rebased_index(fake_dist: Path) -> None:
         assert r.headers["content-type"].startswith("text/html")
         assert r.headers["cache-control"] == "no-cache"
         assert 'src="/ohif/app.bundle.0123456789abcdef.js"' in r.text
-        assert 'src="/ohif/app-config.js"' in r.text and 'href="/ohif/manifest.json"' in r.text
+        assert 'src="/ohif/app-config.js"' in r.text
+        assert '<link rel="manifest" crossorigin="use-credentials" href="/ohif/manifest.json">' in r.text
         assert 'window.PUBLIC_URL="/ohif/"' in r.text
         assert 'href="https://ohif.org/"' in r.text  # absolute URLs untouched
     assert (fake_dist / "index.html").read_text().count('="/ohif/') == 0  # the file on disk is unchanged
@@ -371,3 +372,5 @@ def test_ohif_lists_and_renders_ct_in_stack_and_mpr(voxa_factory: Any, browser_r
         {"timings_s": {k: round(v, 1) for k, v in timings.items()}, "stack": stack, "mpr": mpr}, indent=2))
     dicomweb_errors = [e for e in http_errors if "/dicom-web" in e or "/wado" in e]
     assert not dicomweb_errors, f"DICOMweb requests OHIF sent failed: {dicomweb_errors}"
+    viewer_errors = [e for e in http_errors if "/ohif/" in e]  # the manifest needs the session cookie too
+    assert not viewer_errors, f"requests for the viewer's own files failed: {viewer_errors}"

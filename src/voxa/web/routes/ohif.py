@@ -165,6 +165,9 @@ def rebase(name: str, data: bytes) -> bytes:
     """The file's bytes with its root-relative references moved under :data:`OHIF_PREFIX`."""
     if name == "index.html":
         data = _HTML_ROOT_ATTR.sub(rb"\1" + _P + b"/", data)
+        # Browsers fetch the web app manifest without cookies unless told otherwise, and every
+        # file here needs a signed-in user.
+        data = data.replace(b'<link rel="manifest" ', b'<link rel="manifest" crossorigin="use-credentials" ')
         return data.replace(b'window.PUBLIC_URL="/"', b'window.PUBLIC_URL="' + _P + b'/"')
     if name.endswith((".js", ".mjs")):
         for old, new in _REBASE_JS:
