@@ -256,9 +256,18 @@ def score_calcium(
     # Everything below works on the (few) voxels at or above the threshold, as flat arrays:
     # whole-volume label statistics (ndimage.maximum sorts the entire volume) cost tens of
     # seconds on a 512x512x300 CT.
+    full_shape = hu.shape
     calcium = hu >= band.threshold_hu
     if roi is not None:
         calcium &= np.asarray(roi, dtype=bool)
+    # Label only the box that holds calcium (a heart region is a small part of a chest CT);
+    # voxel indices are mapped back to the full volume at the end.
+    box = _bounding_box(calcium)
+    calcium = calcium[box]
+    hu = hu[box]
+    if artery_labels is not None:
+        artery_labels = np.asarray(artery_labels)[box]
+    offset = tuple(b.start for b in box)
 
     # 1. Per-image 8-connected components of calcium pixels.
     in_plane = np.zeros((3, 3, 3), dtype=bool)
@@ -328,7 +337,7 @@ def score_calcium(
                 if mass_calibration_mg_per_ml_per_hu is not None
                 else None
             )
-            centroid = tuple(float(axis[label] / counts3d[label]) for axis in centroid_sums)
+            centroid = tuple(float(axis[label] / counts3d[label]) + offset[i] for i, axis in enumerate(centroid_sums))
             artery, source = Artery.UNASSIGNED, "position"
             if artery_labels is not None:
                 votes = label_votes.get(label, {})
@@ -337,14 +346,14 @@ def score_calcium(
                     artery = max(CORONARY_ARTERIES, key=lambda a: votes.get(a, 0))
                 source = "labels"
             else:
-                artery = suggest_artery((centroid[0], centroid[1], centroid[2]), (hu.shape[1], hu.shape[2]))
-            slices = tuple(sorted(area_by_slice[label]))
+                artery = suggest_artery((centroid[0], centroid[1], centroid[2]), (full_shape[1], full_shape[2]))
+            slices = tuple(sorted(z + offset[0] for z in area_by_slice[label]))
             lesions.append(
                 CalciumLesion(
                     label=label,
                     artery=artery,
                     artery_source=source,
-                    area_mm2_by_slice={zi: area_by_slice[label][zi] for zi in slices},
+                    area_mm2_by_slice={zi: area_by_slice[label][zi - offset[0]] for zi in slices},
                     peak_hu=float(peaks3d[label]),
                     mean_hu=mean_hu,
                     agatston=float(agatston3d[label]),
@@ -368,6 +377,16 @@ def score_calcium(
         min_area_mm2=float(min_area_mm2),
         notes=tuple(notes),
     )
+
+
+def _bounding_box(mask: NDArray[np.bool_]) -> tuple[slice, slice, slice]:
+    """The smallest box holding every True voxel (an empty first slice when there is none)."""
+    spans = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        spans.append(slice(int(hits[0]), int(hits[-1]) + 1) if hits.size else slice(0, 0))
+    return spans[0], spans[1], spans[2]
 
 
 def _summarise(
