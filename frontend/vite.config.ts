@@ -12,7 +12,6 @@ import { gzipSync } from 'node:zlib';
 import { defineConfig, type Plugin } from 'vite';
 
 const BASE = '/app/';
-const OUT_DIR = 'dist';
 
 function filesUnder(dir: string): string[] {
   const found: string[] = [];
@@ -30,9 +29,13 @@ function filesUnder(dir: string): string[] {
  * server sends to clients that accept gzip.
  */
 function shellAndCompression(): Plugin {
+  let OUT_DIR = 'dist';
   return {
     name: 'voxa-sw-and-gzip',
     apply: 'build',
+    configResolved(config) {
+      OUT_DIR = config.build.outDir;
+    },
     closeBundle() {
       const files = filesUnder(OUT_DIR).map((f) => relative(OUT_DIR, f).split('\\').join('/'));
       const html = readFileSync(join(OUT_DIR, 'index.html'), 'utf8');
@@ -62,17 +65,43 @@ function shellAndCompression(): Plugin {
   };
 }
 
+/**
+ * The Emscripten codecs name Node's fs and path for use under Node only; in the browser they
+ * are never called. An empty module instead of Vite's "externalized" stub and its warnings.
+ */
+function noNodeBuiltins(): Plugin {
+  const EMPTY = '\0voxa-empty-node-builtin';
+  return {
+    name: 'voxa-no-node-builtins',
+    enforce: 'pre',
+    resolveId(id, importer) {
+      if ((id === 'fs' || id === 'path') && importer?.includes('@cornerstonejs/codec-')) return EMPTY;
+      return null;
+    },
+    load(id) {
+      return id === EMPTY ? 'export default {};' : null;
+    },
+  };
+}
+
 export default defineConfig({
   base: BASE,
   build: {
-    outDir: OUT_DIR,
+    outDir: 'dist',
     target: 'es2022',
     assetsInlineLimit: 0,
     chunkSizeWarningLimit: 6000,
     reportCompressedSize: false,
     sourcemap: false,
+    rollupOptions: {
+      output: {
+        // catalogues get a recognisable name: the service worker keeps them with the shell
+        chunkFileNames: (chunk) =>
+          chunk.facadeModuleId?.includes('/i18n/locales/') ? 'assets/locale-[name]-[hash].js' : 'assets/[name]-[hash].js',
+      },
+    },
   },
-  worker: { format: 'es' },
+  worker: { format: 'es', plugins: () => [noNodeBuiltins()] },
   optimizeDeps: {
     exclude: ['@cornerstonejs/dicom-image-loader'],
     include: ['dicom-parser'],
@@ -86,5 +115,5 @@ export default defineConfig({
       ]),
     ),
   },
-  plugins: [shellAndCompression()],
+  plugins: [noNodeBuiltins(), shellAndCompression()],
 });

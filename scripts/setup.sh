@@ -280,4 +280,5 @@ install_ohif() {
 install_system_packages
 setup_venv
 install_ohif
+bash "$ROOT/scripts/build_frontend.sh" || die "building the web application failed (scripts/build_frontend.sh; VOXA_SKIP_FRONTEND=1 skips it)"
 log "done in $((SECONDS - START_S)) s ($ROOT/.venv, $("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])'))"

@@ -5,7 +5,7 @@ import { preferredLanguage, setLanguage } from './i18n';
 import { renderOfflineList } from './pages/offline';
 import { renderStudyList } from './pages/studyList';
 import { renderStudyPage } from './pages/studyPage';
-import { parse, startRouter, type Cleanup, type PageRenderer } from './router';
+import { parse, refresh, startRouter, type Cleanup, type PageRenderer } from './router';
 import { clear, h } from './ui/dom';
 import { renderShell, startTour } from './ui/shell';
 
@@ -23,8 +23,9 @@ function errorMessage(e: unknown): string {
 
 export function showError(container: HTMLElement, e: unknown): void {
   clear(container);
-  const status = e instanceof HttpError ? e.status : 0;
+  const status = e instanceof HttpError ? e.status : -1;
   const key = status === 404 ? 'error.notFound' : status === 403 ? 'error.forbidden' : status === 0 ? 'error.network' : 'error.generic';
+  if (status === -1) console.error(e);
   container.appendChild(
     h('div', { class: 'error-box', role: 'alert' }, h('p', { i18n: key, i18nParams: { message: errorMessage(e) } })),
   );
@@ -74,6 +75,11 @@ async function boot(): Promise<void> {
     } catch (e) {
       if (gen === generation) showError(main, e);
     }
+  });
+  // pages whose text is built from data (dates, numbers) are rendered again in the new
+  // language; the viewer keeps its images and repaints its own text
+  window.addEventListener('voxa:language', () => {
+    if (parse(location).name !== 'viewer') refresh();
   });
   startTour(user);
   registerServiceWorker();

@@ -53,6 +53,11 @@ export function startRouter(render: () => void): void {
   render();
 }
 
+/** Render the current page again (after a language change). */
+export function refresh(): void {
+  onChange();
+}
+
 export function navigate(url: string, replace = false): void {
   if (replace) history.replaceState(null, '', url);
   else history.pushState(null, '', url);

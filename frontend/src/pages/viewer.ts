@@ -125,6 +125,8 @@ class Viewer {
   private slabMm = 10;
   private blend: 'none' | 'mip' | 'minip' | 'avg' = 'none';
   private vrPreset = 'bone';
+  /** Ray-casting step, a multiple of the voxel size: coarser where WebGL runs in software. */
+  private vrQuality = Number(new URLSearchParams(location.search).get('vrq')) || (softwareRendering() ? 6 : 1);
   private sync = false;
   private synchronizer?: ReturnType<typeof tools.synchronizers.createImageSliceSynchronizer>;
   private measurements?: MeasurementSync;
@@ -524,7 +526,7 @@ class Viewer {
       viewportId: c.viewportId,
       type: mode === 'mpr' ? ViewportType.ORTHOGRAPHIC : ViewportType.VOLUME_3D,
       element: c.element,
-      defaultOptions: { background: [0, 0, 0] as Point3, ...(mode === 'mpr' ? { orientation: orientation[i] } : {}) },
+      defaultOptions: { background: [0, 0, 0] as Point3, orientation: mode === 'mpr' ? orientation[i] : OrientationAxis.CORONAL },
     })));
     for (const c of cells) c.overlay.update({ meta: series.first, label: c.view });
     const group = tools.ToolGroupManager.getToolGroup(GROUP[mode])!;
@@ -535,7 +537,17 @@ class Viewer {
     if (this.destroyed || !this.cells.includes(cells[0])) return;
     this.watchVolume(volume as unknown as VolumeLike);
     (volume as unknown as { load: () => void }).load();
-    await core.setVolumesForViewports(this.engine, [{ volumeId }], ids);
+    // The ray-casting step of a volume actor is fixed when it is created: 3D only gets the
+    // coarser one. (setConfiguration would rebuild every viewport's pipeline; the object is
+    // Cornerstone's own, so it is changed in place and put back.)
+    const volumeRendering = core.getConfiguration().rendering?.volumeRendering as { sampleDistanceMultiplier?: number } | undefined;
+    const previous = volumeRendering?.sampleDistanceMultiplier;
+    if (volumeRendering && mode === '3d') volumeRendering.sampleDistanceMultiplier = this.vrQuality;
+    try {
+      await core.setVolumesForViewports(this.engine, [{ volumeId }], ids);
+    } finally {
+      if (volumeRendering) volumeRendering.sampleDistanceMultiplier = previous;
+    }
     if (this.destroyed || !this.cells.includes(cells[0])) return;
     if (mode === 'mpr') {
       const preset = series.modality === 'CT' ? WL_PRESETS.find((p) => p.id === 'mediastinum') : undefined;
@@ -655,7 +667,12 @@ class Viewer {
     if (this.mode !== '3d') return;
     const preset = VR_PRESETS.find((p) => p.id === this.vrPreset) ?? VR_PRESETS[0];
     for (const vp of this.targets()) {
-      (vp as IVolumeViewport).setProperties({ preset: preset.preset });
+      (vp as IVolumeViewport).setProperties({ preset: preset.preset, sampleDistanceMultiplier: this.vrQuality });
+      if (this.vrQuality > 1) {
+        // without a GPU, gradient shading (six more samples per step) makes each frame take minutes
+        const actor = (vp as IVolumeViewport).getDefaultActor()?.actor as unknown as { getProperty?: () => { setShade?: (on: boolean) => void } };
+        actor?.getProperty?.()?.setShade?.(false);
+      }
       vp.render();
     }
   }
@@ -773,6 +790,10 @@ class Viewer {
     observer.observe(this.grid);
     this.disposers.push(() => observer.disconnect());
 
+    const onLanguage = () => this.cells.forEach((c) => c.overlay.paint());
+    window.addEventListener('voxa:language', onLanguage);
+    this.disposers.push(() => window.removeEventListener('voxa:language', onLanguage));
+
     const onKey = (event: KeyboardEvent) => this.onKey(event);
     document.addEventListener('keydown', onKey);
     this.disposers.push(() => document.removeEventListener('keydown', onKey));
@@ -847,6 +868,20 @@ class Viewer {
       formatted: formatNumber(1.5, 1),
     };
   }
+}
+
+let software: boolean | undefined;
+
+/** True when WebGL is rendered by the CPU (SwiftShader, llvmpipe): no GPU to ray-cast with. */
+function softwareRendering(): boolean {
+  if (software === undefined) {
+    const gl = document.createElement('canvas').getContext('webgl2');
+    const info = gl?.getExtension('WEBGL_debug_renderer_info');
+    const renderer = gl && info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : '';
+    software = /swiftshader|llvmpipe|software/i.test(renderer);
+    gl?.getExtension('WEBGL_lose_context')?.loseContext();
+  }
+  return software;
 }
 
 /** Load the rest of a stack in the background, at prefetch priority, so scrolling is instant. */

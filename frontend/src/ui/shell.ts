@@ -81,7 +81,7 @@ export function openHelp(): void {
     ),
   );
   document.body.appendChild(dialog);
-  dialog.querySelector<HTMLButtonElement>('#help-close')?.focus();
+  dialog.querySelector<HTMLButtonElement>('#help-close')?.focus({ preventScroll: true });
 }
 
 function keyChip(key: string): HTMLElement {

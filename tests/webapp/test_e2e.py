@@ -1,0 +1,411 @@
+"""The Voxa web application end to end, in headless Chromium, against a real ``voxa serve``.
+
+A Voxa server (HTTP, SQLite) holds the demo studies (as ``voxa serve --profile demo`` loads them,
+with an 80-slice CT to keep two cores busy for minutes, not tens of minutes). Then, as a person
+would: sign in on the login page, meet the first-login tour, search the study list, open the CT's
+study page (thumbnails, "open in OHIF"), open the viewer, scroll, apply a window preset, draw a
+length that the server stores, reload and find it drawn again, open MPR and 3D, look at it on a
+phone, and switch to Arabic (right to left).
+
+"Holds an image" is judged from each Cornerstone viewport canvas (standard deviation and share of
+non-black pixels) and from the screenshot's own pixels (not blank, not an error page). Any
+uncaught page error or console error fails the test. Screenshots and timings go to
+``test-artifacts/webapp/``. The test skips when ``frontend/dist`` has not been built
+(``bash scripts/build_frontend.sh``); a missing Chromium or Playwright skips it too, or fails it
+under ``VOXA_REQUIRE_INTEROP=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support import skip_or_fail
+
+from voxa.testing.synthetic import SyntheticStudy, dataset_to_bytes, demo_studies
+from voxa.web.routes import webapp
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "webapp"
+LOCALES = Path(__file__).resolve().parents[2] / "frontend" / "src" / "i18n" / "locales"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-dev-shm-usage",
+]  # fmt: skip
+DESKTOP = {"width": 1400, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+# a viewport canvas "holds an image" when its pixels vary this much (grey levels 0-255) and this
+# share of them is not black
+MIN_PIXEL_STD = 12.0
+MIN_NONBLACK_SHARE = 0.02
+
+# Each Cornerstone viewport's canvas summarised (size, mean, standard deviation, share of
+# non-black pixels), and the load state of each cached volume.
+_VIEWPORT_PIXELS_JS = """
+() => {
+  const cs = window.cornerstone;
+  if (!cs || !cs.getRenderingEngines) return {viewports: [], volumes: []};
+  const viewports = [];
+  for (const engine of cs.getRenderingEngines() || []) {
+    for (const vp of engine.getViewports()) {
+      const canvas = vp.getCanvas ? vp.getCanvas() : vp.canvas;
+      const item = {id: vp.id, type: String(vp.type), width: canvas ? canvas.width : 0,
+                    height: canvas ? canvas.height : 0, mean: 0, std: 0, nonblack: 0};
+      viewports.push(item);
+      if (!canvas || !canvas.width || !canvas.height) continue;
+      const w = Math.min(canvas.width, 400), h = Math.min(canvas.height, 400);
+      const probe = document.createElement('canvas');
+      probe.width = w; probe.height = h;
+      const ctx = probe.getContext('2d', {willReadFrequently: true});
+      ctx.drawImage(canvas, 0, 0, w, h);
+      const d = ctx.getImageData(0, 0, w, h).data;
+      let n = 0, s = 0, s2 = 0, nonblack = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        const g = (d[i] + d[i + 1] + d[i + 2]) / 3;
+        n++; s += g; s2 += g * g; if (g > 16) nonblack++;
+      }
+      item.mean = Math.round(s / n * 10) / 10;
+      item.std = Math.round(Math.sqrt(Math.max(0, s2 / n - (s / n) * (s / n))) * 10) / 10;
+      item.nonblack = Math.round(nonblack / n * 1000) / 1000;
+    }
+  }
+  const volumes = ((cs.cache && cs.cache.getVolumes && cs.cache.getVolumes()) || []).map(v => ({
+    id: v.volumeId, loaded: Boolean(v.loadStatus && v.loadStatus.loaded),
+    frames: v.framesProcessed === undefined ? null : v.framesProcessed,
+  }));
+  return {viewports, volumes};
+}
+"""
+
+
+@pytest.fixture
+def browser_ready() -> Path:
+    """The built application; skips when it is not built, or Chromium / Playwright is missing."""
+    dist = webapp.webapp_dir()
+    if not webapp.is_built(dist):
+        pytest.skip(f"the web application is not built in {dist} (bash scripts/build_frontend.sh)")
+    if not CHROMIUM.exists():
+        skip_or_fail(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        skip_or_fail("the playwright Python package is not installed (pip install -e '.[test]')")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    return dist
+
+
+def _ingest(voxa: Any, study: SyntheticStudy) -> int:
+    return sum(voxa.archive.ingest(dataset_to_bytes(ds), source="test").ok for ds in study.datasets())
+
+
+def _rendered(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in stats["viewports"] if v["std"] >= MIN_PIXEL_STD and v["nonblack"] >= MIN_NONBLACK_SHARE]
+
+
+def _wait_for_viewports(page: Any, count: int, timeout_s: float, problems: Callable[[], str]) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    stats: dict[str, Any] = {"viewports": [], "volumes": []}
+    while time.monotonic() < deadline:
+        stats = page.evaluate(_VIEWPORT_PIXELS_JS)
+        if len(_rendered(stats)) >= count:
+            return stats
+        page.wait_for_timeout(500)
+    pytest.fail(f"after {timeout_s:.0f} s, {len(_rendered(stats))} of {count} viewports hold an image; "
+                f"{json.dumps(stats)}; {problems()}")
+
+
+def _check_screenshot(path: Path, *, min_std: float = 8.0) -> dict[str, float]:
+    """The screenshot is not blank: its grey levels vary, and no one level covers almost all of it."""
+    from PIL import Image, ImageStat
+
+    with Image.open(path) as im:
+        grey = im.convert("L")
+        stat = ImageStat.Stat(grey)
+        histogram = grey.histogram()
+    top_share = max(histogram) / sum(histogram)
+    assert stat.stddev[0] >= min_std and top_share < 0.97, f"{path.name} looks blank: std {stat.stddev[0]:.1f}, " \
+                                                             f"one grey level covers {top_share:.0%}"
+    return {"std": round(stat.stddev[0], 1), "top_share": round(top_share, 3)}
+
+
+def _viewer_state(page: Any) -> dict[str, Any]:
+    return page.evaluate("() => window.voxaViewer && window.voxaViewer.state()")  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_webapp_end_to_end(voxa_factory: Any, browser_ready: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    timings: dict[str, float] = {}
+    checks: dict[str, Any] = {}
+    t0 = time.monotonic()
+    voxa = voxa_factory(http=True)
+    demo = demo_studies(0, ct_slices=80)
+    ct = demo[0]
+    for study in demo:
+        assert _ingest(voxa, study) == study.instance_count
+    timings["ingest"] = time.monotonic() - t0
+    base = voxa.base_url
+    ct_family = ct.patient_name.split("^")[0]
+    arabic = json.loads((LOCALES / "ar.json").read_text(encoding="utf-8"))
+
+    page_errors: list[str] = []
+    console_errors: list[str] = []
+    http_errors: list[str] = []
+    console: list[str] = []
+
+    def problems() -> str:
+        return f"page errors: {page_errors[:5]}; console errors: {console_errors[:10]}; failed requests: {http_errors[:10]}"
+
+    def watch(page: Any) -> None:
+        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+
+        def on_console(msg: Any) -> None:
+            console.append(f"{msg.type}: {msg.text}")
+            if msg.type == "error":
+                console_errors.append(msg.text)
+
+        page.on("console", on_console)
+        page.on("response", lambda r: r.status >= 400 and http_errors.append(f"{r.status} {r.request.method} {r.url}"))
+        page.on("requestfailed", lambda r: http_errors.append(f"failed {r.method} {r.url}: {r.failure}"))
+
+    def shot(page: Any, name: str, **kwargs: Any) -> Path:
+        path = ARTIFACTS / f"{name}.png"
+        page.screenshot(path=str(path), **kwargs)
+        assert page.locator(".error-box").count() == 0, f"{name}: the page shows an error: " \
+            f"{page.locator('.error-box').first.inner_text()}; {problems()}"
+        checks[name] = _check_screenshot(path)
+        return path
+
+    def no_errors(step: str) -> None:
+        assert not page_errors and not console_errors, f"after {step}: {problems()}"
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=DESKTOP, locale="en-GB")
+            context.set_default_timeout(60_000)
+            page = context.new_page()
+            watch(page)
+
+            # 1. not signed in: the application sends the browser to the login page and back
+            t = time.monotonic()
+            page.goto(f"{base}/app/")
+            page.wait_for_url(re.compile(r".*/login\?next=%2Fapp%2F$"))
+            page.fill("#username", voxa.auth[0])
+            page.fill("#password", voxa.auth[1])
+            page.screenshot(path=str(ARTIFACTS / "01-login.png"))
+            page.click("button[type=submit]")
+            page.wait_for_url(re.compile(r".*/app/$"))
+            page.locator(".study-row").first.wait_for()
+            timings["login to study list"] = time.monotonic() - t
+
+            # 2. the first-login tour, then the study list with every demo patient
+            page.locator("#tour").wait_for()
+            shot(page, "02-tour")
+            page.click("#tour-skip")
+            assert page.locator("#tour").count() == 0
+            rows = page.locator(".study-row")
+            assert rows.count() == len(demo), page.locator("#study-results").inner_text()
+            for study in demo:
+                assert study.patient_name.split("^")[0] in page.locator("#study-results").inner_text()
+            shot(page, "03-study-list")
+            no_errors("the study list")
+
+            # 3. search by patient name, sort by it
+            t = time.monotonic()
+            page.fill("#f-name", ct_family.lower())
+            page.click("#search-button")
+            page.wait_for_url(re.compile(rf".*name={ct_family.lower()}.*"))
+            page.wait_for_function("() => document.querySelectorAll('.study-row').length === 1")
+            assert ct_family in page.locator(".study-row").inner_text()
+            page.click("th.col-name a.sort")
+            page.wait_for_url(re.compile(r".*sort=name.*"))
+            page.locator(".study-row").first.wait_for()
+            assert page.locator(".chip", has_text=ct_family.lower()).count() >= 1  # a recent search
+            timings["search"] = time.monotonic() - t
+            shot(page, "04-search")
+
+            # 4. the study page: series thumbnails, "open in OHIF"
+            page.click(".study-row .study-link")
+            page.wait_for_url(re.compile(rf".*/app/study/{re.escape(ct.study_instance_uid)}$"))
+            page.locator("#series-grid img").first.wait_for()
+            page.wait_for_function("() => [...document.querySelectorAll('#series-grid img')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)")
+            ohif_href = page.get_attribute("#open-ohif", "href")
+            assert ohif_href == f"/ohif/viewer?StudyInstanceUIDs={ct.study_instance_uid}"
+            ohif = page.request.get(base + ohif_href)  # the session cookie goes with it
+            checks["ohif link"] = ohif.status
+            assert ohif.status in (200, 503), f"open in OHIF: {ohif.status}"  # 503: OHIF not installed here
+            shot(page, "05-study-page")
+            no_errors("the study page")
+
+            # 5. the viewer: the CT's first image
+            t = time.monotonic()
+            page.click("#open-viewer")
+            page.wait_for_url(re.compile(r".*/app/viewer/.*"))
+            page.locator("#viewer[data-first-image=true]").wait_for()
+            stack = _wait_for_viewports(page, 1, 60, problems)
+            timings["viewer first image"] = time.monotonic() - t
+            state = _viewer_state(page)
+            assert state["cells"][0]["total"] == 80 and state["cells"][0]["index"] == 0, state
+            assert page.locator(".ov-edge.ov-left").inner_text() == "R"  # radiological convention
+            assert page.locator(".ov-edge.ov-top").inner_text() == "A"
+            shot(page, "06-viewer-ct")
+            no_errors("opening the viewer")
+
+            # 6. scroll: mouse wheel, then keys
+            box = page.locator(".viewport-cell").first.bounding_box()
+            assert box is not None
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(cx, cy)
+            for _ in range(12):
+                page.mouse.wheel(0, 120)
+                page.wait_for_timeout(60)
+            page.wait_for_function("() => window.voxaViewer.state().cells[0].index >= 8")
+            before = _viewer_state(page)["cells"][0]["index"]
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("ArrowDown")
+            page.wait_for_function(f"() => window.voxaViewer.state().cells[0].index === {before + 2}")
+            scrolled = _viewer_state(page)["cells"][0]["index"]
+            checks["scrolled to"] = scrolled
+
+            # 7. a window preset
+            page.select_option("#wl-preset", "lung")
+            page.wait_for_function("() => { const v = window.voxaViewer.state().cells[0].voi;"
+                                   " return v && Math.round(v.lower) === -1350 && Math.round(v.upper) === 150; }")
+            page.wait_for_timeout(500)
+            assert "W 1,500 L -600" in page.locator(".ov-br").inner_text().replace("\u202f", ",")
+            shot(page, "07-viewer-lung-window")
+
+            # 8. a length measurement, stored on the server
+            page.click("#tool-length")
+            x1, y1, x2, y2 = cx - 150, cy - 40, cx + 150, cy + 60
+            page.mouse.move(x1, y1)
+            page.mouse.down()
+            for i in range(1, 11):
+                page.mouse.move(x1 + (x2 - x1) * i / 10, y1 + (y2 - y1) * i / 10)
+            page.mouse.up()
+            page.locator("#measurement-list .measurement").first.wait_for()
+            stored = httpx.get(f"{base}/measurements/studies/{ct.study_instance_uid}", auth=voxa.auth, timeout=30).json()
+            assert len(stored) == 1 and stored[0]["kind"] == "distance", stored
+            length_mm = stored[0]["values"]["length"]["value"]
+            assert 50 < length_mm < 400, stored
+            checks["length mm"] = length_mm
+            page.wait_for_timeout(500)
+            shot(page, "08-viewer-length")
+            no_errors("drawing a length")
+
+            # 9. reload: the length is drawn again, on its image
+            t = time.monotonic()
+            page.reload()
+            page.locator("#viewer[data-first-image=true]").wait_for()
+            page.locator("#measurement-list .measurement").first.wait_for()
+            page.click("#measurement-list .measurement button.link-button")
+            page.wait_for_function(f"() => window.voxaViewer.state().cells[0].index === {scrolled}")
+            annotations = _viewer_state(page)["annotations"]
+            assert annotations == [{"uid": f"voxa-measurement-{stored[0]['id']}", "tool": "Length"}], annotations
+            timings["reload with measurement"] = time.monotonic() - t
+            page.wait_for_timeout(800)
+            shot(page, "09-viewer-length-reloaded")
+
+            # 10. MPR: three orthogonal views of the volume, with crosshairs and a slab MIP
+            t = time.monotonic()
+            page.click("#mode-mpr")
+            page.locator("#viewer[data-volume-ready=true]").wait_for(timeout=180_000)
+            timings["mpr volume ready"] = time.monotonic() - t
+            mpr = _wait_for_viewports(page, 3, 120, problems)
+            assert {v["type"] for v in mpr["viewports"]} == {"orthographic"}, mpr
+            page.wait_for_timeout(1000)
+            shot(page, "10-mpr")
+            page.select_option("#slab-mode", "mip")
+            page.fill("#slab-thickness", "20")
+            page.press("#slab-thickness", "Enter")
+            page.wait_for_timeout(1500)
+            _wait_for_viewports(page, 3, 60, problems)
+            shot(page, "11-mpr-mip-20mm")
+            timings["mpr"] = time.monotonic() - t
+            no_errors("MPR")
+
+            # 11. 3D volume rendering (software WebGL here: a frame takes seconds)
+            t = time.monotonic()
+            page.click("#mode-3d")
+            page.locator(".viewport-cell[data-rendered=true]").wait_for(timeout=240_000)
+            vr = _wait_for_viewports(page, 1, 240, problems)
+            assert vr["viewports"][0]["type"] == "volume3d", vr
+            timings["3d first frame"] = time.monotonic() - t
+            shot(page, "12-3d", timeout=240_000)
+            no_errors("3D")
+
+            # 12. help panel (keyboard shortcuts)
+            page.click("#mode-stack")
+            page.locator("#viewer[data-first-image=true]").wait_for()
+            page.keyboard.press("?")
+            page.locator("#help-panel").wait_for()
+            shot(page, "13-help")
+            page.click("#help-close")
+
+            # 13. Arabic: right to left, translated, at once
+            page.goto(f"{base}/app/")
+            page.locator(".study-row").first.wait_for()
+            page.select_option("#language-select", "ar")
+            page.wait_for_function("() => document.documentElement.dir === 'rtl' && document.documentElement.lang === 'ar'")
+            assert page.locator("#nav-studies").inner_text() == arabic["nav.studies"]
+            assert page.locator("#search-button").inner_text() == arabic["common.search"]
+            header_box = page.locator("th.col-name").bounding_box()
+            assert header_box is not None and header_box["x"] > DESKTOP["width"] / 2, "the table does not start on the right"
+            shot(page, "14-arabic-study-list")
+            page.goto(f"{base}/app/viewer/{ct.study_instance_uid}")
+            page.locator("#viewer[data-first-image=true]").wait_for()
+            assert page.locator("#tool-length").inner_text() == arabic["tool.length"]
+            page.wait_for_timeout(800)
+            shot(page, "15-arabic-viewer")
+            page.select_option("#language-select", "en")
+            page.wait_for_function("() => document.documentElement.dir === 'ltr'")
+            no_errors("Arabic")
+            state_file = context.storage_state()
+            context.close()
+
+            # 14. a phone: the list as cards, the viewer stacked, touch
+            phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2,
+                                        storage_state=state_file)
+            phone.set_default_timeout(60_000)
+            page = phone.new_page()
+            watch(page)
+            page.goto(f"{base}/app/")
+            page.locator(".study-row").first.wait_for()
+            overflow = page.evaluate("() => document.scrollingElement.scrollWidth - window.innerWidth")
+            assert overflow <= 1, f"the phone layout scrolls sideways by {overflow} px"
+            assert page.locator(".study-table thead").is_hidden()
+            shot(page, "16-phone-study-list")
+            page.goto(f"{base}/app/viewer/{ct.study_instance_uid}")
+            page.locator("#viewer[data-first-image=true]").wait_for()
+            _wait_for_viewports(page, 1, 60, problems)
+            cell = page.locator(".viewport-cell").first.bounding_box()
+            assert cell is not None and cell["width"] >= PHONE["width"] - 4, cell
+            page.wait_for_timeout(500)
+            shot(page, "17-phone-viewer")
+            no_errors("the phone layout")
+            phone.close()
+        finally:
+            (ARTIFACTS / "console.log").write_text("\n".join(console + ["", "failed requests:"] + http_errors))
+            browser.close()
+
+    timings["total"] = time.monotonic() - t0
+    (ARTIFACTS / "timings.json").write_text(json.dumps(
+        {"timings_s": {k: round(v, 1) for k, v in timings.items()}, "checks": checks,
+         "viewports": {"stack": stack, "mpr": mpr, "3d": vr}}, indent=2))
+    assert not page_errors and not console_errors, problems()
+    unexpected = [e for e in http_errors if not e.startswith("503 GET") or "/ohif/" not in e]
+    assert not unexpected, f"failed requests: {unexpected}"
