@@ -105,18 +105,60 @@ export async function findStudy(studyUid: string): Promise<DicomJson | undefined
   return (await searchStudies(params)).results[0];
 }
 
-export async function studySeries(studyUid: string): Promise<DicomJson[]> {
-  const r = await request(`${DICOMWEB}/studies/${studyUid}/series?includefield=00180015`, { headers: { Accept: DICOM_JSON } });
-  const text = await r.text();
-  return text ? (JSON.parse(text) as DicomJson[]) : [];
+/**
+ * The same GET asked for twice within a few seconds shares one request: the page starts the
+ * viewer's first requests while the viewer's code is still loading.
+ */
+const recent = new Map<string, { at: number; answer: Promise<unknown> }>();
+function shared<T>(key: string, get: () => Promise<T>): Promise<T> {
+  const now = performance.now();
+  for (const [k, v] of recent) if (now - v.at > 10_000) recent.delete(k);
+  const hit = recent.get(key);
+  if (hit) return hit.answer as Promise<T>;
+  const answer = get();
+  recent.set(key, { at: now, answer });
+  answer.catch(() => recent.delete(key));
+  return answer;
+}
+
+export function studySeries(studyUid: string): Promise<DicomJson[]> {
+  const url = `${DICOMWEB}/studies/${studyUid}/series?includefield=00180015`;
+  return shared(url, async () => {
+    const r = await request(url, { headers: { Accept: DICOM_JSON } });
+    const text = await r.text();
+    return text ? (JSON.parse(text) as DicomJson[]) : [];
+  });
 }
 
 export function seriesMetadataUrl(studyUid: string, seriesUid: string): string {
   return `${DICOMWEB}/studies/${studyUid}/series/${seriesUid}/metadata`;
 }
 
-export async function seriesMetadata(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
-  return getJson<DicomJson[]>(seriesMetadataUrl(studyUid, seriesUid), DICOM_JSON);
+export function seriesMetadata(studyUid: string, seriesUid: string): Promise<DicomJson[]> {
+  const url = seriesMetadataUrl(studyUid, seriesUid);
+  return shared(url, () => getJson<DicomJson[]>(url, DICOM_JSON));
+}
+
+/** Modalities whose series hold no images to show. */
+export const NON_IMAGE_MODALITIES = ['SR', 'KO', 'PR', 'SEG', 'RTSTRUCT', 'DOC', 'REG'];
+
+/** The series the viewer opens first: the one asked for, else the first with images. */
+export function firstSeries(series: DicomJson[], wanted?: string | null): DicomJson | undefined {
+  const uid = (s: DicomJson) => String(s['0020000E']?.Value?.[0] ?? '');
+  const modality = (s: DicomJson) => String(s['00080060']?.Value?.[0] ?? '');
+  return series.find((s) => wanted && uid(s) === wanted) ?? series.find((s) => !NON_IMAGE_MODALITIES.includes(modality(s)));
+}
+
+/** Start the viewer's first requests (series list, first series' metadata) before its code has loaded. */
+export function prefetchViewer(studyUid: string, wanted?: string | null): void {
+  studySeries(studyUid)
+    .then((series) => {
+      const first = firstSeries(series, wanted);
+      const uid = String(first?.['0020000E']?.Value?.[0] ?? '');
+      if (uid) return seriesMetadata(studyUid, uid);
+      return undefined;
+    })
+    .catch(() => undefined);
 }
 
 export function thumbnailUrl(studyUid: string, seriesUid: string): string {

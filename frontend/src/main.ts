@@ -1,6 +1,6 @@
 // Voxa web application: boot (language, session, shell), routing, service worker.
 import './styles.css';
-import { currentUser, HttpError, type User } from './api';
+import { currentUser, HttpError, prefetchViewer, type User } from './api';
 import { preferredLanguage, setLanguage } from './i18n';
 import { renderOfflineList } from './pages/offline';
 import { renderStudyList } from './pages/studyList';
@@ -11,10 +11,17 @@ import { renderShell, startTour } from './ui/shell';
 
 const LAST_USER = 'voxa.lastUser';
 
+// Opening the viewer straight from its address: its code (Cornerstone, about 3 MB) and its
+// first requests start at once, alongside the session check.
+const landing = parse(location);
+let viewerModule = landing.name === 'viewer' ? import('./pages/viewer') : undefined;
+viewerModule?.catch(() => undefined); // reported where it is awaited
+if (landing.name === 'viewer') prefetchViewer(landing.params.uid, landing.query.get('series'));
+
 const PAGES: Record<string, () => Promise<PageRenderer>> = {
   studies: async () => renderStudyList,
   study: async () => renderStudyPage,
-  viewer: async () => (await import('./pages/viewer')).renderViewer,
+  viewer: async () => (await (viewerModule ??= import('./pages/viewer'))).renderViewer,
 };
 
 function errorMessage(e: unknown): string {
@@ -65,6 +72,8 @@ async function boot(): Promise<void> {
     try {
       const load = PAGES[route.name];
       if (!load) throw new HttpError(404, location.pathname);
+      performance.mark(`voxa:route:${route.name}`);
+      if (route.name === 'viewer') prefetchViewer(route.params.uid, route.query.get('series')); // shared with the landing one
       const render = offline && !navigator.onLine && route.name === 'studies' ? renderOfflineList : await load();
       const done = await render(main, route);
       if (gen !== generation) {

@@ -3,7 +3,7 @@
 // saved on the server; MPR (axial, sagittal, coronal with crosshairs and slab MIP/MinIP/
 // average) and 3D volume rendering with presets. Every image is drawn by Cornerstone3D from
 // Voxa's DICOMweb (WADO-RS metadata and frames).
-import { studySeries, thumbnailUrl } from '../api';
+import { NON_IMAGE_MODALITIES, firstSeries, studySeries, thumbnailUrl } from '../api';
 import { Tag, num, str, type DicomJson } from '../dicom';
 import { formatNumber, t, type MessageKey } from '../i18n';
 import { href, type Cleanup, type Route } from '../router';
@@ -76,7 +76,7 @@ const MODE_TOOLS: Record<Mode, { id: string; tool: string; label: MessageKey }[]
 
 const GROUP: Record<Mode, string> = { stack: 'voxa-stack', mpr: 'voxa-mpr', '3d': 'voxa-3d' };
 const PRIMARY = [{ mouseButton: MouseBindings.Primary }, { numTouchPoints: 1 }];
-const NON_IMAGE = ['SR', 'KO', 'PR', 'SEG', 'RTSTRUCT', 'DOC', 'REG'];
+const NON_IMAGE = NON_IMAGE_MODALITIES;
 let viewerCount = 0;
 
 interface Cell {
@@ -91,6 +91,7 @@ interface Cell {
 
 interface Timings {
   start: number;
+  steps: Record<string, number>; // when each step of opening the viewer finished (performance.now())
   firstImageMs?: number;
   volumeReadyMs?: number;
   volumeStartMs?: number;
@@ -130,7 +131,7 @@ class Viewer {
   private sync = false;
   private synchronizer?: ReturnType<typeof tools.synchronizers.createImageSliceSynchronizer>;
   private measurements?: MeasurementSync;
-  private timings: Timings = { start: performance.now() };
+  private timings: Timings = { start: performance.now(), steps: {} };
   private disposers: (() => void)[] = [];
   private destroyed = false;
   private modeToken = 0;
@@ -171,7 +172,17 @@ class Viewer {
     this.container.classList.add('page-viewer');
     this.disposers.push(() => this.container.classList.remove('page-viewer'));
     this.showProgress('common.loading');
-    const [series] = await Promise.all([studySeries(this.studyUid), startCornerstone()]);
+    const step = (name: string) => <T>(value: T): T => {
+      this.timings.steps[name] = performance.now();
+      return value;
+    };
+    const listed = studySeries(this.studyUid).then(step('seriesListed'));
+    // the first series' metadata is fetched while Cornerstone starts
+    void listed.then((all) => {
+      const first = firstSeries(all, this.requestedSeries);
+      if (first) void this.getSeries(str(first, Tag.SeriesInstanceUID)).then(step('metadata'), () => undefined);
+    });
+    const [series] = await Promise.all([listed, startCornerstone().then(step('cornerstone'))]);
     if (this.destroyed) return;
     this.series = series.filter((s) => !NON_IMAGE.includes(str(s, Tag.Modality)) && (num(s, Tag.NumberOfSeriesRelatedInstances) ?? 1) > 0);
     if (!this.series.length) {
@@ -492,7 +503,9 @@ class Viewer {
     }
     cell.overlay.update({ meta: series.first, index: 0, total: series.imageIds.length, sliceMm: num(series.first, Tag.SliceThickness) });
     this.showProgress('viewer.loadingImages');
+    this.timings.steps.setStack ??= performance.now();
     await viewport.setStack(series.imageIds, 0);
+    this.timings.steps.stackLoaded ??= performance.now();
     if (this.destroyed) return;
     viewport.render();
     prefetch(series.imageIds);
@@ -535,8 +548,12 @@ class Viewer {
     this.timings.volumeStartMs = performance.now();
     const volume = await core.volumeLoader.createAndCacheVolume(volumeId, { imageIds: series.imageIds });
     if (this.destroyed || !this.cells.includes(cells[0])) return;
-    this.watchVolume(volume as unknown as VolumeLike);
-    (volume as unknown as { load: () => void }).load();
+    // Cornerstone re-renders the views after every 2 % of the slices; in software WebGL each
+    // render of three views costs more than loading those slices. Render on our own clock.
+    const streaming = volume as unknown as VolumeLike & { autoRenderOnLoad?: boolean; load: () => void };
+    streaming.autoRenderOnLoad = false;
+    this.watchVolume(streaming, ids);
+    streaming.load();
     // The ray-casting step of a volume actor is fixed when it is created: 3D only gets the
     // coarser one. (setConfiguration would rebuild every viewport's pipeline; the object is
     // Cornerstone's own, so it is changed in place and put back.)
@@ -560,16 +577,25 @@ class Viewer {
     this.engine.renderViewports(ids);
   }
 
-  private watchVolume(volume: VolumeLike): void {
+  private watchVolume(volume: VolumeLike, viewportIds: string[]): void {
     const total = volume.imageIds?.length ?? 0;
+    const renderEveryMs = softwareRendering() ? 1500 : 300;
+    let lastRender = performance.now();
+    let lastDone = 0;
     const tick = () => {
-      if (this.destroyed) return;
+      if (this.destroyed || !this.cells.some((c) => viewportIds.includes(c.viewportId))) return;
       const done = volume.loadStatus?.loaded ? total : countLoaded(volume);
       this.progress.max = Math.max(1, total);
       this.progress.value = done;
       setMessage(this.progressText, 'viewer.loadingVolume', { done, total });
       this.statusBar.hidden = false;
-      if (volume.loadStatus?.loaded || (total > 0 && done >= total)) {
+      const complete = volume.loadStatus?.loaded || (total > 0 && done >= total);
+      if (complete || (done > lastDone && performance.now() - lastRender >= renderEveryMs)) {
+        lastRender = performance.now();
+        lastDone = done;
+        this.engine.renderViewports(viewportIds);
+      }
+      if (complete) {
         if (this.timings.volumeReadyMs === undefined) {
           this.timings.volumeReadyMs = performance.now();
           performance.mark('voxa:volume-ready');
@@ -579,7 +605,7 @@ class Viewer {
         setTimeout(() => this.hideProgress(), 800);
         return;
       }
-      setTimeout(tick, 150);
+      setTimeout(tick, 100);
     };
     this.root.dataset.volumeReady = 'false';
     tick();

@@ -20,12 +20,31 @@ export const TOOL_CLASSES = [
 
 let started = false;
 
+/**
+ * Start one image decoder worker now rather than at the first image (its module and codecs
+ * take a moment to load). Cornerstone starts workers lazily on the first task; this asks for
+ * one and puts its load counter back.
+ */
+function warmDecoder(): void {
+  const manager = core.getWebWorkerManager() as unknown as {
+    getNextWorkerAPI?: (name: string) => { index: number } | null;
+    workerRegistry?: Record<string, { loadCounters: number[] }>;
+  };
+  try {
+    const got = manager.getNextWorkerAPI?.('dicomImageLoader');
+    const counters = manager.workerRegistry?.dicomImageLoader?.loadCounters;
+    if (got && counters) counters[got.index] = Math.max(0, counters[got.index] - 1);
+  } catch (e) {
+    console.warn('image decoder not started early', e);
+  }
+}
+
 export async function startCornerstone(): Promise<void> {
   if (started) return;
   started = true;
   await core.init();
   const cores = navigator.hardwareConcurrency || 2;
-  initImageLoader({ maxWebWorkers: Math.max(1, Math.min(cores - 1, 4)) });
+  initImageLoader({ maxWebWorkers: Math.max(2, Math.min(cores - 1, 4)) });
   tools.init();
   core.volumeLoader.registerUnknownVolumeLoader(
     core.cornerstoneStreamingImageVolumeLoader as unknown as Parameters<typeof core.volumeLoader.registerUnknownVolumeLoader>[0],
@@ -35,6 +54,7 @@ export async function startCornerstone(): Promise<void> {
     core.cornerstoneStreamingImageVolumeLoader as unknown as Parameters<typeof core.volumeLoader.registerVolumeLoader>[1],
   );
   for (const Tool of TOOL_CLASSES) tools.addTool(Tool);
+  warmDecoder();
   // for tests, benchmarks and the curious: the libraries the viewer runs on
   Object.assign(window, { cornerstone: core, cornerstoneTools: tools });
 }
