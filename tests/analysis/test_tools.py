@@ -24,15 +24,17 @@ from analysis.phantom_series import (
 )
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from skimage import measure as skimage_measure
 
 from voxa.analysis import results as store
 from voxa.analysis import tools
 from voxa.analysis.calcium import Artery, score_calcium
 from voxa.analysis.cardiac import analyse_cardiac_function
-from voxa.analysis.dicom_outputs import ARTERY_CODES, OutputError, build_calcium_seg
+from voxa.analysis.dicom_outputs import ARTERY_CODES, OutputError, build_calcium_lesion_sr, build_calcium_seg
 from voxa.analysis.vessels import PatientPoint, analyse_vessel
 from voxa.imaging.volume import Volume
 from voxa.testing.heart_phantom import beating_heart_phantom
+from voxa.testing.synthetic import ct_chest, dataset_to_bytes
 from voxa.testing.vessel_phantom import StenosisSpec, StraightTube, vessel_phantom
 
 STUDY = "1.2.826.0.1.3680043.10.511.77.1"
@@ -104,7 +106,12 @@ def test_calcium_tool_matches_score_calcium_on_the_same_voxels(calcium_run: tupl
         assert centroid == pytest.approx([-40.0 + 0.5 * c, -30.0 + 0.5 * r, 3.0 * z])
     assert got.pop("series_instance_uid") == SERIES
     assert got.pop("parameters") == {"kvp": None, "mass_calibration": CALIBRATION, "max_lesion_volume_mm3": 3000.0,
-                                     "min_area_mm2": 1.0}
+                                     "min_area_mm2": 1.0, "region": "auto"}
+    # the phantom is no chest: no heart region, the whole series is scored, and the notes say so
+    assert got.pop("region") == {"mode": "auto", "applied": False, "volume_ml": None, "heart_centre_mm": None}
+    region_notes = [n for n in got["notes"] if "region" in n]
+    assert any("no lungs found" in n for n in region_notes) and any("whole series" in n for n in region_notes)
+    got["notes"] = [n for n in got["notes"] if n not in region_notes]
     _approx_equal(got, want)
     # and the phantom's analytic truth, per artery (position rule: RCA right, LAD left-anterior, LCX)
     assert [lesion["artery"] for lesion in got["lesions"]] == [a.value for a in EXPECTED_ARTERIES]
@@ -115,8 +122,10 @@ def test_calcium_tool_matches_score_calcium_on_the_same_voxels(calcium_run: tupl
     assert got["kvp"] == 120.0 and got["threshold_hu"] == 130.0  # KVP read from the series
     assert got["cac_drs"] == "A3/N3"
     assert result.algorithm_version == expected.algorithm_version
-    # outputs: a SEG and an SR, stored in the study through the ingest path
-    assert [o["kind"] for o in result.outputs] == ["SEG", "SR"]
+    # outputs: a SEG and two SRs, stored in the study through the ingest path
+    assert [(o["kind"], o["series_description"]) for o in result.outputs] == [
+        ("SEG", "Coronary calcium (Voxa)"), ("SR", "Coronary calcium report (Voxa)"),
+        ("SR", "Coronary calcium lesions (Voxa)")]
     for output in result.outputs:
         loc = rt.archive.index.locate(sop_uid=output["sop_instance_uid"])
         assert loc and loc[0].study_instance_uid == STUDY
@@ -168,12 +177,12 @@ def test_calcium_seg_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp
 
 def test_calcium_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_path: Path) -> None:
     rt, result = calcium_run
-    sr_out = next(o for o in result.outputs if o["kind"] == "SR")
-    seg_out = next(o for o in result.outputs if o["kind"] == "SEG")
+    sr_out = _output(result, "Coronary calcium report (Voxa)")
+    seg_out = _output(result, "Coronary calcium (Voxa)")
     ds = _stored(rt, sr_out["sop_instance_uid"])
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     assert ds.VerificationFlag == "UNVERIFIED" and ds.PreliminaryFlag == "PRELIMINARY"
-    assert ds.StudyInstanceUID == STUDY
+    assert ds.StudyInstanceUID == STUDY and ds.SeriesNumber == 911
     sr = hd.sr.srread(io.BytesIO(ds_bytes(ds)))
     report = sr.content
     assert isinstance(report, hd.sr.MeasurementReport)
@@ -210,6 +219,64 @@ def test_calcium_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_
     assert any(line.startswith("Error") for line in _dciodvfy(tmp_path / "broken.dcm"))
 
 
+def test_calcium_lesion_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_path: Path) -> None:
+    """One TID 1410 group per lesion, each with an outline on the image where the lesion is
+    largest: a closed polyline around every pixel of the lesion there, and no group without
+    image coordinates (what OHIF needs to show a report)."""
+    rt, result = calcium_run
+    ds = _stored(rt, _output(result, "Coronary calcium lesions (Voxa)")["sop_instance_uid"])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34" and ds.SeriesNumber == 913
+    assert ds.VerificationFlag == "UNVERIFIED" and ds.PreliminaryFlag == "PRELIMINARY"
+    assert ds.StudyInstanceUID == STUDY
+    report = hd.sr.srread(io.BytesIO(ds_bytes(ds))).content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    assert report.get_image_measurement_groups() == [] and report.get_volumetric_roi_measurement_groups() == []
+    groups = report.get_planar_roi_measurement_groups()
+    lesions = sorted(result.result["lesions"], key=lambda lesion: -lesion["agatston"])  # largest first
+    assert len(groups) == len(lesions) == 3
+    phantom = quadrant_phantom(mass_calibration=CALIBRATION)
+    for group, lesion in zip(groups, lesions, strict=True):
+        assert group.tracking_identifier == f"{lesion['artery']} lesion {lesion['label']}"
+        assert group.finding_sites[0].value == ARTERY_CODES[Artery(lesion["artery"])]
+        assert group.finding_type == codes.SCT.PathologicCalcification
+        (agatston,) = group.get_measurements(name=codes.DCM.CalciumScore)
+        (volume,) = group.get_measurements(name=codes.DCM.CalciumVolume)
+        (mass,) = group.get_measurements(name=codes.DCM.CalciumMass)
+        (peak,) = group.get_measurements(name=codes.DCM.AttenuationCoefficient)
+        assert agatston.value == pytest.approx(lesion["agatston"]) and volume.value == pytest.approx(lesion["volume_mm3"])
+        assert mass.value == pytest.approx(lesion["mass_mg"]) and mass.unit.value == "mg"
+        assert peak.value == pytest.approx(lesion["peak_hu"]) and peak.unit.value == "[hnsf'U]"
+        assert peak.derivation == codes.SCT.Maximum
+        # the outline: on the source image where the lesion is largest, around all its pixels there
+        region = group.roi
+        assert region is not None and region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        points = region.value
+        assert np.array_equal(points[0], points[-1]) and len(points) >= 4
+        areas = {int(k): v for k, v in lesion["area_mm2_by_slice"].items()}
+        z = max(areas, key=lambda k: (areas[k], -k))
+        assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == f"{SERIES}.{z + 1}"
+        pixels = np.argwhere(phantom.hu[z] >= 130.0)  # (row, column); one lesion per quadrant
+        mine = pixels[np.abs(pixels[:, 0] + 0.5 - points[:-1, 1].mean()) < 12]
+        mine = mine[np.abs(mine[:, 1] + 0.5 - points[:-1, 0].mean()) < 12]
+        assert len(mine) * 0.25 == pytest.approx(areas[z])  # 0.5 mm pixels
+        assert skimage_measure.points_in_poly(mine[:, ::-1] + 0.5, points).all()
+    path = tmp_path / "lesions.dcm"
+    ds.save_as(path)
+    lines = _dciodvfy(path)
+    assert "Comprehensive3DSR" in lines[0]
+    errors = [line for line in lines if line.startswith("Error")]
+    assert errors == [], "\n".join(lines)
+    broken = pydicom.dcmread(path)
+    del broken.CompletionFlag
+    broken.save_as(tmp_path / "broken.dcm")
+    assert any(line.startswith("Error") for line in _dciodvfy(tmp_path / "broken.dcm"))
+
+
+def _output(result: store.StoredResult, series_description: str) -> dict[str, str]:
+    (found,) = [o for o in result.outputs if o["series_description"] == series_description]
+    return found
+
+
 def ds_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -224,11 +291,55 @@ def test_calcium_without_lesions_writes_an_sr_only(voxa_factory: Any) -> None:
     assert result.status is store.ResultStatus.DONE, result.error
     assert result.result["agatston_total"] == 0 and result.result["cac_drs"] == "A0"
     assert [o["kind"] for o in result.outputs] == ["SR"]
-    assert "no calcified lesion: no SEG is written" in result.result["notes"]
+    assert "no calcified lesion: no SEG and no lesion SR are written" in result.result["notes"]
     with pytest.raises(OutputError, match="empty"):
         build_calcium_seg([_stored(v.runtime, f"{SERIES}.{k + 1}") for k in range(4)],
                           score_calcium(hu, pixel_spacing_mm=(0.5, 0.5), slice_thickness_mm=3,
                                         slice_increment_mm=3, kvp=120), np.zeros(hu.shape, dtype=np.int32))
+    with pytest.raises(OutputError, match="no lesion"):
+        build_calcium_lesion_sr(score_calcium(hu, pixel_spacing_mm=(0.5, 0.5), slice_thickness_mm=3,
+                                              slice_increment_mm=3, kvp=120),
+                                source_images=[_stored(v.runtime, f"{SERIES}.{k + 1}") for k in range(4)],
+                                lesion_labels=np.zeros(hu.shape, dtype=np.int32))
+
+
+def test_calcium_tool_on_a_chest_ct_scores_the_heart_not_the_table(voxa_factory: Any) -> None:
+    """The synthetic calcium-scoring chest CT (voxa.testing.synthetic.ct_chest): by default the
+    lesions are the painted coronary calcifications, each with the artery the truth gives; with
+    region=none the table and bone are scored too (what the heart region is for)."""
+    v = voxa_factory()
+    ct = ct_chest(0, slices=40, rows=256, slice_thickness_mm=3.0, contrast=False)
+    datasets = list(ct.datasets())
+    for ds in datasets:
+        assert v.archive.ingest(dataset_to_bytes(ds), source="test").ok
+    study, series = ct.study_instance_uid, str(datasets[0].SeriesInstanceUID)
+    result = _run(v.runtime, "calcium", series, study=study)
+    assert result.status is store.ResultStatus.DONE, result.error
+    got = result.result
+    assert got["parameters"]["region"] == "auto"
+    assert got["region"]["mode"] == "auto" and got["region"]["applied"] is True
+    assert 500.0 < got["region"]["volume_ml"] < 3000.0
+    assert got["notes"][0].startswith("heart region: the mediastinum between the lungs"), got["notes"]
+    truths = ct.calcifications
+    arteries = []
+    for lesion in got["lesions"]:
+        point = np.asarray(lesion["centroid_patient_mm"])
+        truth = min(truths, key=lambda t: float(np.linalg.norm(point - np.asarray(t.centre_mm))))
+        assert np.linalg.norm(point - np.asarray(truth.centre_mm)) < truth.radius_mm + 2.0, (lesion, truth)
+        assert lesion["artery"] == truth.artery and lesion["artery_source"] == "heart-position", (lesion, truth)
+        arteries.append(lesion["artery"])
+    # every calcification but the LM one (centred between two 3 mm slices: no voxel reaches 130 HU)
+    assert sorted(arteries) == ["LAD", "LAD", "LCX", "RCA", "RCA"]
+    assert got["per_artery"]["LCX"]["lesion_count"] == 1 and got["cac_drs"].endswith("/N3")
+    assert [o["kind"] for o in result.outputs] == ["SEG", "SR", "SR"]
+
+    everything = _run(v.runtime, "calcium", series, {"region": "none"}, study=study)
+    assert everything.status is store.ResultStatus.DONE, everything.error
+    assert everything.result["region"] == {"mode": "none", "applied": False, "volume_ml": None,
+                                           "heart_centre_mm": None}
+    on_table = [lesion for lesion in everything.result["lesions"] if lesion["centroid_patient_mm"][1] > 140.0]
+    assert on_table, "region=none should score the table (below the body)"
+    assert everything.result["agatston_total"] > 10 * got["agatston_total"]
 
 
 def test_kvp_comes_from_the_series_or_the_parameter(voxa_factory: Any) -> None:

@@ -17,6 +17,14 @@
   112056) and, with a calibration factor, Calcium Mass (DCM 122661, ``mg``, method DCM 112057);
   the total group also carries the Agatston Score Threshold (DCM 122657, HU).  The report is
   PRELIMINARY and UNVERIFIED: analysis results need a reader's review.
+* :func:`build_calcium_lesion_sr` — a second Comprehensive 3D SR, "Coronary calcium lesions":
+  the same TID 1500 report with one TID 1410 Planar ROI group per lesion, whose Image Region is
+  the lesion's outline (a closed POLYLINE, :func:`lesion_outline`) on the source image where the
+  lesion is largest, finding site the artery, and the lesion's Calcium score, Calcium Volume,
+  Calcium Mass (with a calibration) and peak attenuation (Attenuation Coefficient DCM 112031,
+  derivation Maximum SCT 56851009, HU).  Every group has image coordinates: viewers that draw
+  measurements from their coordinates (OHIF) can show it, which the per-artery report, whose
+  groups reference SEG segments or carry no geometry, does not allow (OHIF/Viewers#3390).
 
 Every builder returns a dataset that highdicom validated on construction;
 ``tests/analysis/test_tools.py`` writes each, reads it back and runs dicom3tools' dciodvfy on it.
@@ -38,7 +46,7 @@ from pydicom.sr.coding import Code
 
 from voxa import __version__
 from voxa.analysis.calcium import ALGORITHM_VERSION as CALCIUM_ALGORITHM_VERSION
-from voxa.analysis.calcium import CORONARY_ARTERIES, Artery, ArteryScore, CalciumScore
+from voxa.analysis.calcium import CORONARY_ARTERIES, Artery, ArteryScore, CalciumLesion, CalciumScore
 
 MANUFACTURER = "Voxa"
 MODEL_NAME = "Voxa analysis"
@@ -46,6 +54,7 @@ DEVICE_SERIAL_NUMBER = "voxa"
 CALCIUM_SEG_SERIES_NUMBER = 910
 CALCIUM_SR_SERIES_NUMBER = 911
 VESSEL_SEG_SERIES_NUMBER = 912
+CALCIUM_LESION_SR_SERIES_NUMBER = 913
 
 #: SNOMED CT terms of the coronary arteries (CID 3015 Coronary Arteries)
 ARTERY_CODES: Mapping[Artery, Code] = {
@@ -290,6 +299,101 @@ def build_calcium_sr(
     return sr
 
 
+def lesion_outline(lesion: CalciumLesion, lesion_labels: NDArray[np.integer]) -> tuple[int, NDArray[np.float64]]:
+    """The slice where ``lesion`` is largest and its outline there: a closed polyline (first
+    point repeated last) of (column, row) image coordinates, DICOM's convention (the top-left
+    corner of the top-left pixel is 0, 0; pixel centres are at .5).
+
+    The outline is the 0.5 iso-line of the lesion's voxels on that slice
+    (``skimage.measure.find_contours``), around its largest in-plane component."""
+    from skimage.measure import find_contours, label
+
+    if not lesion.area_mm2_by_slice:
+        raise OutputError(f"lesion {lesion.label} has no image")
+    z = max(lesion.area_mm2_by_slice, key=lambda k: (lesion.area_mm2_by_slice[k], -k))
+    labels = np.asarray(lesion_labels)
+    if labels.ndim != 3 or not 0 <= z < labels.shape[0]:
+        raise OutputError(f"lesion {lesion.label}'s slice {z} is not in lesion_labels {labels.shape}")
+    mask = labels[z] == lesion.label
+    parts = label(mask, connectivity=2)
+    if parts.max() == 0:
+        raise OutputError(f"lesion {lesion.label} is not in lesion_labels on slice {z}")
+    largest = np.bincount(parts.ravel())[1:].argmax() + 1
+    # padded so that a lesion on the image's edge still gets a closed outline
+    contours = find_contours(np.pad(parts == largest, 1).astype(np.float32), 0.5)
+    outline = max(contours, key=lambda c: _enclosed_area(c))
+    points = np.column_stack([outline[:, 1] - 0.5, outline[:, 0] - 0.5])  # padded index -> image coordinates
+    if not np.array_equal(points[0], points[-1]):
+        points = np.vstack([points, points[:1]])
+    return z, points
+
+
+def _enclosed_area(points: NDArray[np.floating]) -> float:
+    x, y = points[:, 1], points[:, 0]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2.0)
+
+
+def build_calcium_lesion_sr(
+    score: CalciumScore,
+    *,
+    source_images: Sequence[Dataset],
+    lesion_labels: NDArray[np.integer],
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> Dataset:
+    """The calcium lesions as a TID 1500 report with one TID 1410 Planar ROI group per lesion.
+
+    ``source_images`` are the scored images, one per slice of ``lesion_labels`` (the voxels'
+    lesion labels, as for :func:`build_calcium_seg`).  Each group outlines its lesion on the
+    image where it is largest (:func:`lesion_outline`), finding site the artery, with the
+    lesion's Agatston score, volume, mass (with a calibration) and peak HU; the groups come in
+    order of decreasing Agatston score (a viewer shows the first one first).  Raises
+    :class:`OutputError` when there is no lesion: a report without a group is not written."""
+    if not score.lesions:
+        raise OutputError("no lesion: there is nothing to outline")
+    labels = np.asarray(lesion_labels)
+    _check_sources(source_images, labels.shape)
+    algorithm = hd.sr.AlgorithmIdentification(name="Voxa coronary calcium scoring",
+                                              version=score.algorithm_version or CALCIUM_ALGORITHM_VERSION)
+    groups: list[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations] = []
+    referenced: dict[str, Dataset] = {}
+    for lesion in sorted(score.lesions, key=lambda lesion: (-lesion.agatston, lesion.label)):  # largest first
+        z, points = lesion_outline(lesion, labels)
+        image = source_images[z]
+        referenced[str(image.SOPInstanceUID)] = image
+        region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                                   graphic_data=points.astype(np.float32),
+                                   source_image=hd.sr.SourceImageForRegion.from_source_image(image))
+        measurements = [
+            *_calcium_measurements(ArteryScore(agatston=lesion.agatston, volume_mm3=lesion.volume_mm3,
+                                               mass_mg=lesion.mass_mg, lesion_count=1), algorithm),
+            hd.sr.Measurement(name=codes.DCM.AttenuationCoefficient, value=float(lesion.peak_hu), unit=UNIT_HU,
+                              derivation=codes.SCT.Maximum, algorithm_id=algorithm),
+        ]
+        groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(),
+                                                         identifier=f"{lesion.artery.value} lesion {lesion.label}"),
+            referenced_region=region, finding_type=codes.SCT.PathologicCalcification, algorithm_id=algorithm,
+            finding_sites=[hd.sr.FindingSite(ARTERY_CODES[lesion.artery])], measurements=measurements))
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name="Voxa", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.CardiacCTForCalciumScoring,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=_with_patient_attributes(list(referenced.values())), content=report[0],
+        series_instance_uid=series_instance_uid or hd.UID(), series_number=CALCIUM_LESION_SR_SERIES_NUMBER,
+        sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        is_complete=True, is_final=False, is_verified=False)
+    sr.SeriesDescription = "Coronary calcium lesions (Voxa)"
+    return sr
+
+
 def build_vessel_seg(
     source_images: Sequence[Dataset],
     lumen: NDArray[np.bool_],
@@ -313,10 +417,12 @@ __all__ = [
     "ARTERY_LABELS",
     "OutputError",
     "Segment",
+    "build_calcium_lesion_sr",
     "build_calcium_seg",
     "build_calcium_sr",
     "build_segmentation",
     "build_vessel_seg",
     "calcium_segments",
+    "lesion_outline",
     "to_bytes",
 ]

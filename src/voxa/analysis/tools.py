@@ -12,7 +12,8 @@ through the one ingest path (``source="analysis"``) after the last cancellation 
 Tools (parameters and result shapes in ``docs/analysis.md``):
 
 * ``calcium`` — coronary calcium scoring of a non-contrast CT series (Agatston, volume, mass per
-  artery) with a SEG of the lesions and a TID 1500 SR;
+  artery) in the heart region (:mod:`voxa.analysis.calcium_region`), with a SEG of the lesions, a
+  TID 1500 SR of the scores per artery and a TID 1500 SR of one outlined region per lesion;
 * ``cardiac`` — LV/RV/atrial function of a multi-phase cardiac CT series;
 * ``vessels`` — lumen segmentation, centreline, diameters and stenosis between two points of a
   CTA series, with a SEG of the lumen;
@@ -48,6 +49,7 @@ from voxa.jobs.executor import JobCancelled
 
 if TYPE_CHECKING:
     from voxa.analysis.calcium import CalciumScore
+    from voxa.analysis.calcium_region import HeartCentre
     from voxa.archive.index import StoredLocation
     from voxa.config import Settings
     from voxa.imaging.volume import Volume
@@ -371,10 +373,29 @@ def calcium_lesion_labels(hu: NDArray[np.floating], score: CalciumScore,
     return np.asarray(lab3d, dtype=np.int32)
 
 
+def _heart_arteries(score: CalciumScore, volume: Volume, heart: HeartCentre) -> CalciumScore:
+    """``score`` with each position-suggested lesion's artery suggested relative to the heart
+    (:func:`~voxa.analysis.calcium_region.suggest_artery_in_heart`) instead of the image
+    centre; ``artery_source`` says ``heart-position``."""
+    from voxa.analysis.calcium import reassign
+    from voxa.analysis.calcium_region import suggest_artery_in_heart
+
+    suggested = [lesion.label for lesion in score.lesions if lesion.artery_source == "position"]
+    for lesion in score.lesions:
+        if lesion.label in suggested:
+            artery = suggest_artery_in_heart(volume.index_to_patient(np.asarray(lesion.centroid_voxel)), heart)
+            if artery is not lesion.artery:
+                score = reassign(score, lesion.label, artery)
+    lesions = tuple(dataclasses.replace(lesion, artery_source="heart-position") if lesion.label in suggested
+                    else lesion for lesion in score.lesions)
+    return dataclasses.replace(score, lesions=lesions)
+
+
 def _run_calcium(runtime: Runtime, series_uids: Sequence[str], params: dict[str, Any], progress: Progress,
                  cancelled: Cancelled) -> ToolOutput:
-    from voxa.analysis.calcium import score_calcium
-    from voxa.analysis.dicom_outputs import build_calcium_seg, build_calcium_sr
+    from voxa.analysis.calcium import score_calcium, thresholds_for_kvp
+    from voxa.analysis.calcium_region import heart_centre, heart_region
+    from voxa.analysis.dicom_outputs import build_calcium_lesion_sr, build_calcium_seg, build_calcium_sr
 
     series = _load_volume(runtime, series_uids[0], progress)
     _require_ct(series, "calcium scoring")
@@ -384,34 +405,62 @@ def _run_calcium(runtime: Runtime, series_uids: Sequence[str], params: dict[str,
         kvp = _attr_float(series.first, "KVP")
         if kvp is None:
             raise ParameterError("kvp", "the series has no KVP (0018,0060): give the tube voltage")
+    try:
+        band = thresholds_for_kvp(kvp)
+    except ValueError as e:
+        raise ParameterError("kvp", str(e)) from None
     increment_mm = float(volume.spacing_mm[0])
     thickness_mm = _attr_float(series.first, "SliceThickness") or increment_mm
+
+    roi: NDArray[np.bool_] | None = None
+    heart = None
+    region_notes: list[str] = []
+    if params["region"] == "auto":
+        progress("finding the heart region", 20.0)
+        mask, found = heart_region(volume, calcium_threshold_hu=band.threshold_hu)
+        region_notes = list(found)
+        if mask.any():
+            roi = mask
+            heart = heart_centre(volume, mask)
+        else:
+            region_notes.append("no heart region: the whole series was scored (the table and bone may be in the "
+                                "scores); check the lesions or give region=none")
+    else:
+        region_notes.append("region=none: the whole series was scored (the table and bone may be in the scores)")
     progress("scoring", 30.0)
-    try:
-        score = score_calcium(
-            volume.voxels, pixel_spacing_mm=(float(volume.spacing_mm[1]), float(volume.spacing_mm[2])),
-            slice_thickness_mm=thickness_mm, slice_increment_mm=increment_mm, kvp=kvp,
-            mass_calibration_mg_per_ml_per_hu=params["mass_calibration"], min_area_mm2=params["min_area_mm2"],
-            max_lesion_volume_mm3=params["max_lesion_volume_mm3"])
-    except ValueError as e:
-        if "kV" in str(e):
-            raise ParameterError("kvp", str(e)) from None
-        raise
+    score = score_calcium(
+        volume.voxels, pixel_spacing_mm=(float(volume.spacing_mm[1]), float(volume.spacing_mm[2])),
+        slice_thickness_mm=thickness_mm, slice_increment_mm=increment_mm, kvp=kvp, thresholds=band,
+        mass_calibration_mg_per_ml_per_hu=params["mass_calibration"], min_area_mm2=params["min_area_mm2"],
+        max_lesion_volume_mm3=params["max_lesion_volume_mm3"], roi=roi)
+    if heart is not None:
+        score = _heart_arteries(score, volume, heart)
     result = calcium_json(score, volume)
     result["series_instance_uid"] = series_uids[0]
+    result["region"] = {
+        "mode": params["region"],
+        "applied": roi is not None,
+        "volume_ml": float(np.count_nonzero(roi)) * volume.voxel_volume_ml if roi is not None else None,
+        "heart_centre_mm": list(heart.centre_mm) if heart is not None else None,
+    }
     outputs: list[Dataset] = []
     seg = None
-    notes = list(series.notes)
+    notes = [*region_notes, *series.notes]
+    labels = None
     if score.lesions and series.headers:
         progress("building SEG", 60.0)
-        labels = calcium_lesion_labels(volume.voxels, score)
+        labels = calcium_lesion_labels(volume.voxels, score, roi)
         seg = build_calcium_seg(series.headers, score, labels)
         outputs.append(seg)
     elif not score.lesions:
-        notes.append("no calcified lesion: no SEG is written")
+        notes.append("no calcified lesion: no SEG and no lesion SR are written")
     progress("building SR", 75.0)
     evidence = series.headers or [series.first]
     outputs.append(build_calcium_sr(score, source_images=evidence, seg=seg))
+    if labels is not None:
+        outputs.append(build_calcium_lesion_sr(score, source_images=series.headers, lesion_labels=labels))
+    elif score.lesions:
+        notes.append("no lesion SR: its outlines need one stored image per slice")
     result["notes"] = [*result["notes"], *notes]
     return result, outputs
 
@@ -615,8 +664,9 @@ def _registry() -> dict[str, Tool]:
     P, T = Parameter, ParamType
     tools = [
         Tool("calcium", "Coronary calcium score",
-             "Agatston, volume and mass scores per coronary artery on a non-contrast ECG-gated CT series; writes a "
-             "DICOM SEG of the lesions (one segment per artery) and a TID 1500 SR of the scores.",
+             "Agatston, volume and mass scores per coronary artery on a non-contrast ECG-gated CT series, in the "
+             "heart region; writes a DICOM SEG of the lesions (one segment per artery), a TID 1500 SR of the scores "
+             "per artery and a TID 1500 SR with one outlined region per lesion.",
              "CT", (
                  P("kvp", T.NUMBER, "Tube voltage; selects the calcium threshold (130 HU at 120 kV). Default: the "
                    "series' KVP (0018,0060).", unit="kV", positive=True),
@@ -626,7 +676,10 @@ def _registry() -> dict[str, Tool]:
                    unit="mm3", default=3000.0, positive=True),
                  P("min_area_mm2", T.NUMBER, "Smallest in-plane area of a lesion on one image.", unit="mm2",
                    default=1.0, minimum=0.0),
-             ), _run_calcium, CALCIUM_VERSION, outputs=("SEG", "SR")),
+                 P("region", T.CHOICE, "Where lesions are looked for: auto, the heart region (the mediastinum "
+                   "between the lungs, in front of the spine; it leaves out the table, ribs, sternum and spine); "
+                   "none, the whole series.", default="auto", choices=("auto", "none")),
+             ), _run_calcium, CALCIUM_VERSION, outputs=("SEG", "SR", "SR")),
         Tool("cardiac", "Cardiac function",
              "LV/RV volumes, ejection fraction, cardiac output, LV mass, AHA wall thickness and atrial volumes from "
              "a multi-phase (ECG-gated, contrast) cardiac CT series.",
@@ -799,7 +852,8 @@ def _ingest(runtime: Runtime, ds: Dataset) -> dict[str, str]:
     if not outcome.ok:
         raise RuntimeError(f"the archive refused the {kind}: {outcome.reason}")
     return {"kind": kind, "sop_class_uid": outcome.sop_class_uid or str(ds.SOPClassUID),
-            "series_instance_uid": outcome.series_instance_uid, "sop_instance_uid": outcome.sop_instance_uid}
+            "series_instance_uid": outcome.series_instance_uid, "sop_instance_uid": outcome.sop_instance_uid,
+            "series_description": str(ds.get("SeriesDescription", ""))}
 
 
 def run_analysis(runtime: Runtime, result_id: int, progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
