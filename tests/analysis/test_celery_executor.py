@@ -141,7 +141,7 @@ def test_calcium_on_a_celery_worker_with_progress_and_cancellation(celery_runtim
                                  max_lesion_volume_mm3=3000.0)
         assert done.result["agatston_total"] == pytest.approx(expected.agatston_total, rel=1e-12)
         assert done.result["mass_mg_total"] == pytest.approx(expected.mass_mg_total, rel=1e-12)
-        assert [o["kind"] for o in done.outputs] == ["SEG", "SR"]
+        assert [o["kind"] for o in done.outputs] == ["SEG", "SR", "SR"]
         for output in done.outputs:  # stored by the worker, found by the server
             assert rt.archive.index.locate(sop_uid=output["sop_instance_uid"])
 

@@ -51,7 +51,7 @@ def test_analyze_prints_the_result(data_dir: Path) -> None:
                              kvp=120.0, mass_calibration_mg_per_ml_per_hu=0.8, max_lesion_volume_mm3=3000.0)
     assert body["result"]["agatston_total"] == pytest.approx(expected.agatston_total, rel=1e-12)
     assert body["result"]["mass_mg_total"] == pytest.approx(expected.mass_mg_total, rel=1e-12)
-    assert [o["kind"] for o in body["outputs"]] == ["SEG", "SR"]
+    assert [o["kind"] for o in body["outputs"]] == ["SEG", "SR", "SR"]
     assert "%" in r.stderr  # progress lines go to stderr
     archive = open_archive(Settings(data_dir=data_dir, fsync=False))
     try:

@@ -75,7 +75,7 @@ def test_submit_follow_and_verify(server: Any) -> None:
         assert kvp["unit"] == "kV" and kvp["type"] == "number" and kvp["default"] is None
         limit = next(p for p in by_name["calcium"]["parameters"] if p["name"] == "max_lesion_volume_mm3")
         assert limit["default"] == 3000.0 and limit["unit"] == "mm3"
-        assert by_name["calcium"]["outputs"] == ["SEG", "SR"]
+        assert by_name["calcium"]["outputs"] == ["SEG", "SR", "SR"]
 
         r = tech.post(f"/analyses/studies/{STUDY}/calcium", json={"series": SERIES, "params": {"mass_calibration": 0.8}})
         assert r.status_code == 202, r.text
@@ -91,7 +91,7 @@ def test_submit_follow_and_verify(server: Any) -> None:
         result = done["result"]
         assert result["per_artery"]["RCA"]["lesion_count"] == 1 and result["agatston_total"] > 0
         assert result["mass_mg_total"] > 0
-        assert [o["kind"] for o in done["outputs"]] == ["SEG", "SR"]
+        assert [o["kind"] for o in done["outputs"]] == ["SEG", "SR", "SR"]
         # the SEG and SR are in the study (QIDO-RS sees them)
         series = tech.get(f"/dicom-web/studies/{STUDY}/series", headers={"Accept": "application/dicom+json"})
         assert series.status_code == 200, series.text
