@@ -47,6 +47,7 @@ from pydicom.sr.coding import Code
 from voxa import __version__
 from voxa.analysis.calcium import ALGORITHM_VERSION as CALCIUM_ALGORITHM_VERSION
 from voxa.analysis.calcium import CORONARY_ARTERIES, Artery, ArteryScore, CalciumLesion, CalciumScore
+from voxa.dicom.evidence import with_patient_attributes
 
 MANUFACTURER = "Voxa"
 MODEL_NAME = "Voxa analysis"
@@ -218,22 +219,6 @@ def _calcium_measurements(values: ArteryScore | CalciumScore, algorithm: hd.sr.A
     return out
 
 
-def _with_patient_attributes(evidence: Sequence[Dataset]) -> list[Dataset]:
-    """highdicom copies the patient and study from the first evidence dataset: give it every
-    Type 2 attribute it copies (empty when the source lacks them)."""
-    import copy
-
-    first = evidence[0]
-    wanted = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-              "StudyDate", "StudyTime", "ReferringPhysicianName")
-    missing = [kw for kw in wanted if kw not in first]
-    if not missing:
-        return list(evidence)
-    first = copy.deepcopy(first)
-    for kw in missing:
-        setattr(first, kw, "")
-    return [first, *evidence[1:]]
-
 
 def build_calcium_sr(
     score: CalciumScore,
@@ -290,7 +275,7 @@ def build_calcium_sr(
         imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport,
     )
-    evidence = _with_patient_attributes([*source_images, *([seg] if seg is not None else [])])
+    evidence = with_patient_attributes([*source_images, *([seg] if seg is not None else [])])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=series_instance_uid or hd.UID(),
         series_number=CALCIUM_SR_SERIES_NUMBER, sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=1,
@@ -386,7 +371,7 @@ def build_calcium_lesion_sr(
         title=codes.DCM.ImagingMeasurementReport,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=_with_patient_attributes(list(referenced.values())), content=report[0],
+        evidence=with_patient_attributes(list(referenced.values())), content=report[0],
         series_instance_uid=series_instance_uid or hd.UID(), series_number=CALCIUM_LESION_SR_SERIES_NUMBER,
         sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
         is_complete=True, is_final=False, is_verified=False)

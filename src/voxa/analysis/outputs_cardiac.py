@@ -64,9 +64,9 @@ from voxa.analysis.dicom_outputs import (
     MODEL_NAME,
     OutputError,
     Segment,
-    _with_patient_attributes,
     build_segmentation,
 )
+from voxa.dicom.evidence import with_patient_attributes
 from voxa.imaging.volume import Volume
 
 ALGORITHM_NAME = "Voxa cardiac function"
@@ -509,7 +509,7 @@ def build_cardiac_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=device_observer()),
         procedure_reported=codes.SCT.CardiacCT, imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport)
-    evidence = _with_patient_attributes([*source_images, *([seg] if seg is not None else [])])
+    evidence = with_patient_attributes([*source_images, *([seg] if seg is not None else [])])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=series_instance_uid or hd.UID(),
         series_number=CARDIAC_SR_SERIES_NUMBER, sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=1,

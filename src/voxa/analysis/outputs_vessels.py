@@ -47,7 +47,6 @@ from voxa.analysis.dicom_outputs import (
     VESSEL_SEG_SERIES_NUMBER,
     OutputError,
     Segment,
-    _with_patient_attributes,
     build_segmentation,
 )
 from voxa.analysis.outputs_cardiac import (
@@ -63,6 +62,7 @@ from voxa.analysis.outputs_cardiac import (
     voxa_coding_scheme,
 )
 from voxa.analysis.vessels import ALGORITHM_VERSION, VesselAnalysis
+from voxa.dicom.evidence import with_patient_attributes
 
 ALGORITHM_NAME = "Voxa vessel analysis"
 VESSEL_SR_SERIES_NUMBER = 915
@@ -208,7 +208,7 @@ def build_vessel_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=device_observer()),
         procedure_reported=procedure_reported, imaging_measurements=groups,
         title=codes.DCM.ImagingMeasurementReport)
-    evidence = _with_patient_attributes([*source_images, *([seg] if seg is not None else [])])
+    evidence = with_patient_attributes([*source_images, *([seg] if seg is not None else [])])
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=series_instance_uid or hd.UID(),
         series_number=VESSEL_SR_SERIES_NUMBER, sop_instance_uid=sop_instance_uid or hd.UID(), instance_number=1,

@@ -27,7 +27,6 @@ modalities' probes are a Mean), Volume SCT 118565006 (ml).
 
 from __future__ import annotations
 
-import copy
 import io
 from collections.abc import Sequence
 from typing import Any
@@ -40,6 +39,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from voxa.dicom.evidence import with_patient_attributes
 from voxa.measurements import (
     UNIT_DEG,
     UNIT_HU,
@@ -77,8 +77,6 @@ CONCEPTS: dict[str, Code] = {
 _ROI_ORDER = ("area", "perimeter", "mean", "sd", "min", "max")
 _LINEAR = frozenset({MeasurementKind.DISTANCE, MeasurementKind.ANGLE, MeasurementKind.COBB_ANGLE,
                      MeasurementKind.PROBE})
-_PATIENT_REQUIRED = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
-                     "StudyDate", "StudyTime")
 
 
 class ReportError(ValueError):
@@ -264,19 +262,6 @@ def _group(m: StoredMeasurement, evidence: _Evidence) -> Any:
     return _planar_group(m, kind, evidence)
 
 
-def _study_evidence(evidence: Sequence[Dataset]) -> list[Dataset]:
-    """The evidence, the first completed with the patient/study attributes highdicom copies
-    (Type 2: empty when the source lacks them)."""
-    first = evidence[0]
-    missing = [kw for kw in _PATIENT_REQUIRED if kw not in first]
-    if not missing:
-        return list(evidence)
-    first = copy.deepcopy(first)
-    for kw in missing:
-        setattr(first, kw, "")
-    return [first, *evidence[1:]]
-
-
 def build_measurement_report(
     measurements: Sequence[StoredMeasurement],
     *,
@@ -314,7 +299,7 @@ def build_measurement_report(
         title=codes.DCM.ImagingMeasurementReport,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=_study_evidence(evidence),
+        evidence=with_patient_attributes(evidence),
         content=report[0],
         series_instance_uid=series_instance_uid or generate_uid(),
         series_number=series_number,
