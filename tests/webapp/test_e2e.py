@@ -281,6 +281,42 @@ def test_webapp_end_to_end(voxa_factory: Any, browser_ready: Path) -> None:
             scrolled = _viewer_state(page)["cells"][0]["index"]
             checks["scrolled to"] = scrolled
 
+            # image actions: rotate, flip, invert, reset; cine; a 2x2 layout
+            page.click("#action-rotate")
+            page.click("#action-flip-h")
+            page.click("#action-invert")
+            page.wait_for_function("() => { const c = window.voxaViewer.state().cells[0];"
+                                   " return [90, 270].includes(c.rotation) && c.flipHorizontal && c.invert; }")
+            # rotated a quarter turn clockwise, then mirrored: the patient's right on top, anterior on the left
+            assert [page.locator(f".ov-edge.ov-{e}").inner_text() for e in ("top", "left", "right", "bottom")] == \
+                ["R", "A", "P", "L"]
+            shot(page, "06b-viewer-rotated-flipped-inverted")
+            page.click("#action-reset")
+            page.wait_for_function("() => { const c = window.voxaViewer.state().cells[0];"
+                                   " return !c.rotation && !c.flipHorizontal && !c.invert; }")
+            at = _viewer_state(page)["cells"][0]["index"]
+            page.fill("#cine-fps", "20")
+            page.press("#cine-fps", "Enter")
+            page.click("#cine-toggle")
+            page.wait_for_function(f"() => window.voxaViewer.state().cells[0].index !== {at}", timeout=15_000)
+            page.click("#cine-toggle")
+            page.select_option("#layout-select", "2x2")
+            layout = _wait_for_viewports(page, 4, 60, problems)
+            assert len(layout["viewports"]) == 4, layout
+            shot(page, "06c-viewer-2x2")
+            page.select_option("#layout-select", "1x1")
+            page.wait_for_function("() => window.voxaViewer.state().cells.length === 1")
+            _wait_for_viewports(page, 1, 60, problems)
+            page.mouse.move(cx, cy)
+            for _ in range(12 - _viewer_state(page)["cells"][0]["index"]):
+                page.keyboard.press("ArrowDown")
+            page.wait_for_function("() => window.voxaViewer.state().cells[0].index === 12")
+            page.keyboard.press("ArrowDown")
+            page.keyboard.press("ArrowDown")
+            page.wait_for_function("() => window.voxaViewer.state().cells[0].index === 14")
+            scrolled = 14
+            no_errors("image actions, cine and layouts")
+
             # 7. a window preset
             page.select_option("#wl-preset", "lung")
             page.wait_for_function("() => { const v = window.voxaViewer.state().cells[0].voi;"
@@ -356,7 +392,35 @@ def test_webapp_end_to_end(voxa_factory: Any, browser_ready: Path) -> None:
             shot(page, "13-help")
             page.click("#help-close")
 
-            # 13. Arabic: right to left, translated, at once
+            # 13. installable and offline: manifest, service worker, a study kept on the device
+            manifest = page.request.get(f"{base}/app/manifest.webmanifest").json()
+            assert manifest["start_url"] == "/app/" and manifest["display"] == "standalone", manifest
+            assert page.evaluate("() => navigator.serviceWorker.ready.then(r => Boolean(r.active))")
+            dx = next(s for s in demo if s.modality == "DX")
+            page.goto(f"{base}/app/study/{dx.study_instance_uid}")
+            page.click("#keep-offline")
+            page.wait_for_function("() => document.querySelector('#offline-status').dataset.i18n === 'offline.cached'",
+                                   timeout=60_000)
+            page.goto(f"{base}/app/viewer/{dx.study_instance_uid}")  # the viewer's code, through the worker
+            page.locator("#viewer[data-first-image=true]").wait_for()
+            no_errors("keeping a study offline")
+            context.set_offline(True)
+            offline_errors, offline_failures = len(console_errors), len(http_errors)
+            page.goto(f"{base}/app/")
+            page.locator("#offline-list").wait_for()
+            assert dx.patient_name.split("^")[0] in page.locator("#offline-list").inner_text()
+            shot(page, "13b-offline-list")
+            page.click("#offline-list a")
+            page.locator("#viewer[data-first-image=true]").wait_for()
+            _wait_for_viewports(page, 1, 60, problems)
+            shot(page, "13c-offline-viewer")
+            context.set_offline(False)
+            # offline, the browser reports the requests that could not go out (session, measurements)
+            assert all("ERR_INTERNET_DISCONNECTED" in e for e in http_errors[offline_failures:]), http_errors
+            del console_errors[offline_errors:]
+            del http_errors[offline_failures:]
+
+            # 14. Arabic: right to left, translated, at once
             page.goto(f"{base}/app/")
             page.locator(".study-row").first.wait_for()
             page.select_option("#language-select", "ar")
@@ -377,7 +441,7 @@ def test_webapp_end_to_end(voxa_factory: Any, browser_ready: Path) -> None:
             state_file = context.storage_state()
             context.close()
 
-            # 14. a phone: the list as cards, the viewer stacked, touch
+            # 15. a phone: the list as cards, the viewer stacked, touch
             phone = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2,
                                         storage_state=state_file)
             phone.set_default_timeout(60_000)

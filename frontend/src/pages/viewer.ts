@@ -501,7 +501,11 @@ class Viewer {
       cell.overlay.update({ meta: series.first, total: 0 });
       return;
     }
-    cell.overlay.update({ meta: series.first, index: 0, total: series.imageIds.length, sliceMm: num(series.first, Tag.SliceThickness) });
+    cell.overlay.update({
+      meta: series.first, index: 0, total: series.imageIds.length, sliceMm: num(series.first, Tag.SliceThickness),
+      projectionFrame: series.projectionFrame,
+      noOrientation: !series.projectionFrame && !series.first[Tag.ImageOrientationPatient],
+    });
     this.showProgress('viewer.loadingImages');
     this.timings.steps.setStack ??= performance.now();
     await viewport.setStack(series.imageIds, 0);
@@ -887,6 +891,9 @@ class Viewer {
           total: stack ? stack.getImageIds().length : undefined,
           voi: props?.voiRange,
           invert: props?.invert,
+          rotation: vp?.getViewPresentation?.().rotation,
+          flipHorizontal: vp?.getCamera().flipHorizontal ?? false,
+          zoom: vp?.getZoom(),
         };
       }),
       annotations: tools.annotation.state.getAllAnnotations().map((a) => ({ uid: a.annotationUID, tool: a.metadata?.toolName })),

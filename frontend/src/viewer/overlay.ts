@@ -37,6 +37,10 @@ export interface OverlayState {
   label?: MessageKey; // a view name (Axial, Sagittal, ...)
   viewUp?: Vec3;
   viewPlaneNormal?: Vec3;
+  /** A projection image's patient directions for the default frame's x and y (see LoadedSeries). */
+  projectionFrame?: { row: number[]; column: number[] };
+  /** No patient orientation is known: no markers. */
+  noOrientation?: boolean;
 }
 
 export class Overlay {
@@ -94,9 +98,19 @@ export class Overlay {
         : undefined,
       s.zoom ? t('overlay.zoom', { zoom: formatNumber(s.zoom, 2) }) : undefined,
     ]);
-    if (s.viewUp && s.viewPlaneNormal) {
-      const up = s.viewUp;
-      const right = cross(up, s.viewPlaneNormal);
+    const edges = Object.values(this.edges);
+    edges.forEach((e) => (e.hidden = Boolean(s.noOrientation)));
+    if (s.viewUp && s.viewPlaneNormal && !s.noOrientation) {
+      let up = s.viewUp;
+      let right = cross(up, s.viewPlaneNormal);
+      const frame = s.projectionFrame;
+      if (frame) {
+        // world x and y stand for the image's row and column directions in the patient
+        const normal = cross(frame.row, frame.column);
+        const toPatient = (v: Vec3) => [0, 1, 2].map((i) => v[0] * frame.row[i] + v[1] * frame.column[i] + v[2] * normal[i]);
+        up = toPatient(up);
+        right = toPatient(right);
+      }
       this.edges.top.textContent = orientationLetters(up);
       this.edges.bottom.textContent = orientationLetters(up.map((v) => -v));
       this.edges.right.textContent = orientationLetters(right);

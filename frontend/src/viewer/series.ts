@@ -15,6 +15,33 @@ export interface LoadedSeries {
   sopByImageId: Map<string, { sop: string; frame: number | null; instance: DicomJson }>;
   imageIdBySop: Map<string, string>; // `${sop}/${frame ?? 1}` -> image id
   isVolume: boolean;
+  /**
+   * For images without Image Orientation (Patient) — projection radiographs — the patient
+   * directions of the image's rows and columns from Patient Orientation (0020,0020); Cornerstone
+   * then places the image in a default frame whose x and y stand for them.
+   */
+  projectionFrame?: { row: number[]; column: number[] };
+}
+
+const LETTER: Record<string, number[]> = {
+  L: [1, 0, 0], R: [-1, 0, 0], P: [0, 1, 0], A: [0, -1, 0], H: [0, 0, 1], F: [0, 0, -1],
+};
+
+/** "L" or "LH" (an oblique direction) as a unit-ish LPS vector. */
+function direction(code: string): number[] | undefined {
+  const parts = [...code.toUpperCase()].map((c) => LETTER[c]);
+  if (!parts.length || parts.some((p) => !p)) return undefined;
+  const v = parts.reduce((a, b) => a.map((x, i) => x + b[i]), [0, 0, 0]);
+  const n = Math.hypot(...v) || 1;
+  return v.map((x) => x / n);
+}
+
+function projectionFrameOf(ds: DicomJson): LoadedSeries['projectionFrame'] {
+  if (nums(ds, Tag.ImageOrientationPatient).length === 6) return undefined;
+  const [rowCode, columnCode] = (ds['00200020']?.Value ?? []).map(String);
+  const row = rowCode ? direction(rowCode) : undefined;
+  const column = columnCode ? direction(columnCode) : undefined;
+  return row && column ? { row, column } : undefined;
 }
 
 const loaded = new Map<string, Promise<LoadedSeries>>();
@@ -74,6 +101,7 @@ async function build(studyUid: string, seriesUid: string): Promise<LoadedSeries>
     && !['DX', 'CR', 'XA', 'RF', 'MG', 'US', 'SR', 'SEG'].includes(modality);
   return {
     studyUid, seriesUid, modality, first, imageIds, sopByImageId, imageIdBySop, isVolume,
+    projectionFrame: projectionFrameOf(first),
     description: str(first, Tag.SeriesDescription),
     number: str(first, Tag.SeriesNumber),
   };
