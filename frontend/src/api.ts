@@ -217,6 +217,18 @@ export function updateMeasurement(studyUid: string, id: number, body: Measuremen
   return sendJson<StoredMeasurement>('PUT', `${measurementsPath(studyUid)}/${id}`, body);
 }
 
+export interface SrExport {
+  sop_instance_uid: string;
+  series_instance_uid: string;
+  measurements: number;
+  stored: boolean;
+}
+
+/** The caller's measurements of the study as a DICOM SR (TID 1500), stored in the archive. */
+export function exportMeasurementsSr(studyUid: string): Promise<SrExport> {
+  return sendJson<SrExport>('POST', `${measurementsPath(studyUid)}/export-sr`);
+}
+
 export function deleteMeasurement(studyUid: string, id: number): Promise<unknown> {
   return sendJson('DELETE', `${measurementsPath(studyUid)}/${id}`);
 }

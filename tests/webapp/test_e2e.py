@@ -337,21 +337,42 @@ def test_webapp_end_to_end(voxa_factory: Any, browser_ready: Path) -> None:
             stored = httpx.get(f"{base}/measurements/studies/{ct.study_instance_uid}", auth=voxa.auth, timeout=30).json()
             assert len(stored) == 1 and stored[0]["kind"] == "distance", stored
             length_mm = stored[0]["values"]["length"]["value"]
+            length_id = stored[0]["id"]
             assert 50 < length_mm < 400, stored
             checks["length mm"] = length_mm
+            # an ellipse ROI: the server computes its statistics in HU from the stored pixels
+            page.click("#tool-ellipse")
+            page.mouse.move(cx - 60, cy + 80)
+            page.mouse.down()
+            for i in range(1, 6):
+                page.mouse.move(cx - 60 + 24 * i, cy + 80 + 10 * i)
+            page.mouse.up()
+            page.wait_for_function("() => document.querySelectorAll('#measurement-list .measurement').length === 2")
+            stored = httpx.get(f"{base}/measurements/studies/{ct.study_instance_uid}", auth=voxa.auth, timeout=30).json()
+            ellipse = next(m for m in stored if m["kind"] == "ellipse_roi")
+            assert ellipse["values"]["mean"]["unit"] == "[hnsf'U]" and ellipse["values"]["area"]["value"] > 0, ellipse
+            checks["ellipse"] = {k: round(v["value"], 1) for k, v in ellipse["values"].items()}
             page.wait_for_timeout(500)
-            shot(page, "08-viewer-length")
-            no_errors("drawing a length")
+            shot(page, "08-viewer-length-and-ellipse")
+            # the user's measurements as a DICOM SR (TID 1500) in the study, through ingest
+            page.click("#export-sr")
+            page.locator(".toast", has_text="DICOM SR").wait_for()
+            modalities = httpx.get(f"{base}/dicom-web/studies", params={"StudyInstanceUID": ct.study_instance_uid},
+                                   headers={"Accept": "application/dicom+json"}, auth=voxa.auth, timeout=30).json()
+            assert "SR" in modalities[0]["00080061"]["Value"], modalities
+            no_errors("drawing measurements")
 
             # 9. reload: the length is drawn again, on its image
             t = time.monotonic()
             page.reload()
             page.locator("#viewer[data-first-image=true]").wait_for()
             page.locator("#measurement-list .measurement").first.wait_for()
-            page.click("#measurement-list .measurement button.link-button")
+            page.click(f"#measurement-list .measurement[data-id='{length_id}'] button.link-button")
             page.wait_for_function(f"() => window.voxaViewer.state().cells[0].index === {scrolled}")
-            annotations = _viewer_state(page)["annotations"]
-            assert annotations == [{"uid": f"voxa-measurement-{stored[0]['id']}", "tool": "Length"}], annotations
+            annotations = sorted(_viewer_state(page)["annotations"], key=lambda a: a["uid"])
+            assert annotations == sorted([{"uid": f"voxa-measurement-{m['id']}",
+                                           "tool": "Length" if m["kind"] == "distance" else "EllipticalROI"}
+                                          for m in stored], key=lambda a: a["uid"]), annotations
             timings["reload with measurement"] = time.monotonic() - t
             page.wait_for_timeout(800)
             shot(page, "09-viewer-length-reloaded")

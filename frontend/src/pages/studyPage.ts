@@ -1,17 +1,13 @@
 // One study: patient and study details, series thumbnails, the user's measurements, and the
 // ways to look at it (viewer, MPR, 3D, OHIF), and keeping it for offline use.
-import { findStudy, HttpError, listMeasurements, ohifUrl, studySeries, thumbnailUrl, type StoredMeasurement } from '../api';
+import { findStudy, HttpError, listMeasurements, ohifUrl, studySeries, thumbnailUrl } from '../api';
+import { describeMeasurement } from '../measurementText';
 import { Tag, modalities, num, personName, str } from '../dicom';
-import { formatDicomDate, formatDicomTime, formatNumber, type MessageKey } from '../i18n';
+import { formatDicomDate, formatDicomTime, type MessageKey } from '../i18n';
 import { forgetOffline, keepOffline, offlineStudyUids } from '../offline';
 import { href, type Route } from '../router';
 import { append, clear, h, setMessage, toast } from '../ui/dom';
 
-export function measurementText(m: StoredMeasurement): string {
-  return Object.entries(m.values)
-    .map(([, q]) => `${formatNumber(q.value, 1)} ${q.unit === '1' ? '' : q.unit}`.trim())
-    .join(', ');
-}
 
 export async function renderStudyPage(container: HTMLElement, route: Route): Promise<void> {
   const uid = route.params.uid;
@@ -89,7 +85,7 @@ export async function renderStudyPage(container: HTMLElement, route: Route): Pro
     if (!list.length) append(measurements, h('p', { class: 'muted', i18n: 'viewer.noMeasurements' }));
     else {
       append(measurements, h('ul', {}, ...list.map((m) => h('li', { class: 'measurement' },
-        h('span', { i18n: `kind.${m.kind}` as MessageKey }), ' ', measurementText(m), m.label ? ` — ${m.label}` : ''))));
+        describeMeasurement(m), m.label && m.kind !== 'arrow' && m.kind !== 'text' ? ` — ${m.label}` : ''))));
     }
   } catch (e) {
     const p = measurements.lastElementChild as HTMLElement;

@@ -29,6 +29,12 @@ const T = {
   zoom: tools.ZoomTool.toolName,
   scroll: tools.StackScrollTool.toolName,
   length: tools.LengthTool.toolName,
+  angle: tools.AngleTool.toolName,
+  cobb: tools.CobbAngleTool.toolName,
+  rectangle: tools.RectangleROITool.toolName,
+  ellipse: tools.EllipticalROITool.toolName,
+  probe: tools.ProbeTool.toolName,
+  arrow: tools.ArrowAnnotateTool.toolName,
   rotate: tools.PlanarRotateTool.toolName,
   crosshairs: tools.CrosshairsTool.toolName,
   trackball: tools.TrackballRotateTool.toolName,
@@ -57,8 +63,14 @@ const MODE_TOOLS: Record<Mode, { id: string; tool: string; label: MessageKey }[]
     { id: 'scroll', tool: T.scroll, label: 'tool.scroll' },
     { id: 'pan', tool: T.pan, label: 'tool.pan' },
     { id: 'zoom', tool: T.zoom, label: 'tool.zoom' },
-    { id: 'length', tool: T.length, label: 'tool.length' },
     { id: 'rotate', tool: T.rotate, label: 'tool.rotate' },
+    { id: 'length', tool: T.length, label: 'tool.length' },
+    { id: 'angle', tool: T.angle, label: 'kind.angle' },
+    { id: 'cobb', tool: T.cobb, label: 'kind.cobb_angle' },
+    { id: 'rectangle', tool: T.rectangle, label: 'kind.rectangle_roi' },
+    { id: 'ellipse', tool: T.ellipse, label: 'kind.ellipse_roi' },
+    { id: 'probe', tool: T.probe, label: 'kind.probe' },
+    { id: 'arrow', tool: T.arrow, label: 'kind.arrow' },
   ],
   mpr: [
     { id: 'crosshairs', tool: T.crosshairs, label: 'tool.crosshairs' },
@@ -234,11 +246,16 @@ class Viewer {
       return group;
     };
     const zoomConfig = { [T.zoom]: { pinchToZoom: true, pan: true } };
-    const stack = make('stack', [T.windowLevel, T.pan, T.zoom, T.scroll, T.length, T.rotate], zoomConfig);
+    const annotationTools = [T.length, T.angle, T.cobb, T.rectangle, T.ellipse, T.probe, T.arrow];
+    const askText = (done: (text: string | null) => void) => done(prompt(t('viewer.arrowText')));
+    const stack = make('stack', [T.windowLevel, T.pan, T.zoom, T.scroll, T.rotate, ...annotationTools], {
+      ...zoomConfig,
+      [T.arrow]: { getTextCallback: askText, changeTextCallback: (_a: unknown, _e: unknown, done: (text: string | null) => void) => askText(done) },
+    });
     stack.setToolActive(T.scroll, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
     stack.setToolActive(T.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     stack.setToolActive(T.zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }, { numTouchPoints: 2 }] });
-    stack.setToolPassive(T.length);
+    for (const tool of annotationTools) stack.setToolPassive(tool);
     stack.setToolActive(T.windowLevel, { bindings: PRIMARY });
 
     const mpr = make('mpr', [T.windowLevel, T.pan, T.zoom, T.scroll, T.crosshairs], {

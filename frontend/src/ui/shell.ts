@@ -76,7 +76,7 @@ export function openHelp(): void {
       section('help.studyList', 'list'),
       section('help.viewer', 'viewer'),
       h('h3', { i18n: 'help.mouse' }),
-      h('ul', { class: 'mouse-help' }, ...(['help.mouseLeft', 'help.mouseMiddle', 'help.mouseRight', 'help.mouseWheel', 'help.touch'] as MessageKey[]).map((k) => h('li', { i18n: k }))),
+      h('ul', { class: 'mouse-help' }, ...(['help.mouseLeft', 'help.mouseLeftMeasure', 'help.mouseMiddle', 'help.mouseRight', 'help.mouseWheel', 'help.touch'] as MessageKey[]).map((k) => h('li', { i18n: k }))),
       h('div', { class: 'modal-actions' }, h('button', { class: 'primary', id: 'help-close', i18n: 'common.close', on: { click: close } })),
     ),
   );

@@ -1,21 +1,25 @@
-// Length measurements drawn with Cornerstone's LengthTool, kept on the server per study and
-// user (/measurements/studies/{study}): a finished drawing is created there, a moved handle
-// updates it, a deletion deletes it; on opening, the user's stored lengths are drawn again.
+// Measurements drawn with Cornerstone's annotation tools (length, angle, Cobb angle, rectangle
+// and ellipse ROI, probe, arrow), kept on the server per study and user
+// (/measurements/studies/{study}): a finished drawing is created there, a moved handle or a new
+// label updates it, a deletion deletes it; on opening, the user's stored ones are drawn again.
+// The server computes the values (lengths, angles, ROI statistics in HU) from the image.
 // Image coordinates are DICOM's (column, row) with (0, 0) the top-left corner of the
 // top-left pixel, the convention of Cornerstone's worldToImageCoords as well.
 import {
   createMeasurement,
   deleteMeasurement,
+  exportMeasurementsSr,
   listMeasurements,
   updateMeasurement,
   type MeasurementIn,
   type StoredMeasurement,
 } from '../api';
-import { formatNumber, t, type MessageKey } from '../i18n';
+import { describeMeasurement } from '../measurementText';
 import { h, toast } from '../ui/dom';
 import { core, tools } from './cs';
 import type { LoadedSeries } from './series';
 
+type Point2 = [number, number];
 type Point3 = [number, number, number];
 type Annotation = {
   annotationUID?: string;
@@ -24,7 +28,32 @@ type Annotation = {
 };
 
 const UID_PREFIX = 'voxa-measurement-';
-const LENGTH = 'Length';
+
+/** How a Cornerstone tool's handles map to a kind of the measurements API, and back. */
+interface ToolKind {
+  tool: string;
+  kind: string;
+  points: number; // handles the tool has
+  toServer?: (p: Point2[]) => Point2[];
+  fromServer?: (p: Point2[]) => Point2[];
+}
+
+export const TOOL_KINDS: ToolKind[] = [
+  { tool: tools.LengthTool.toolName, kind: 'distance', points: 2 },
+  { tool: tools.AngleTool.toolName, kind: 'angle', points: 3 },
+  { tool: tools.CobbAngleTool.toolName, kind: 'cobb_angle', points: 4 },
+  {
+    // Cornerstone keeps four corners (top-left, top-right, bottom-left, bottom-right); the API two
+    tool: tools.RectangleROITool.toolName, kind: 'rectangle_roi', points: 4,
+    toServer: (p) => [p[0], p[3]],
+    fromServer: ([a, b]) => [a, [b[0], a[1]], [a[0], b[1]], b],
+  },
+  { tool: tools.EllipticalROITool.toolName, kind: 'ellipse_roi', points: 4 },
+  { tool: tools.ProbeTool.toolName, kind: 'probe', points: 1 },
+  { tool: tools.ArrowAnnotateTool.toolName, kind: 'arrow', points: 2 },
+];
+const byTool = new Map(TOOL_KINDS.map((k) => [k.tool, k]));
+const byKind = new Map(TOOL_KINDS.map((k) => [k.kind, k]));
 
 export interface MeasurementHost {
   studyUid: string;
@@ -43,11 +72,14 @@ export class MeasurementSync {
   private restoring = false;
   readonly panel: HTMLElement;
   private list: HTMLElement;
+  private exportButton: HTMLButtonElement;
   private listeners: [string, EventListener][] = [];
 
   constructor(private host: MeasurementHost) {
     this.list = h('ul', { class: 'measurement-list', id: 'measurement-list' });
-    this.panel = h('section', { class: 'side-section' }, h('h2', { i18n: 'viewer.measurements' }), this.list);
+    this.exportButton = h('button', { class: 'small', id: 'export-sr', disabled: true, i18n: 'viewer.exportSr',
+      on: { click: () => void this.exportSr() } });
+    this.panel = h('section', { class: 'side-section' }, h('h2', { i18n: 'viewer.measurements' }), this.list, this.exportButton);
     const on = (name: string, fn: (evt: CustomEvent) => void) => {
       const listener = fn as unknown as EventListener;
       core.eventTarget.addEventListener(name, listener);
@@ -69,20 +101,22 @@ export class MeasurementSync {
   private repaint = () => this.paint();
 
   private body(annotation: Annotation): MeasurementIn | null {
+    const kind = byTool.get(annotation.metadata.toolName);
     const imageId = annotation.metadata.referencedImageId;
-    if (!imageId) return null;
+    if (!kind || !imageId) return null;
     const series = this.host.seriesFor(imageId);
     const ref = series?.sopByImageId.get(imageId);
     if (!ref) return null;
-    const points = annotation.data.handles.points.map((p) => {
+    let points = annotation.data.handles.points.map((p) => {
       const [col, row] = core.utilities.worldToImageCoords(imageId, p) ?? [NaN, NaN];
-      return [col, row] as [number, number];
+      return [col, row] as Point2;
     });
-    return { kind: 'distance', sop_instance_uid: ref.sop, frame_number: ref.frame, points, label: annotation.data.label ?? '' };
+    if (kind.toServer) points = kind.toServer(points);
+    return { kind: kind.kind, sop_instance_uid: ref.sop, frame_number: ref.frame, points, label: annotation.data.label ?? '' };
   }
 
   private async completed(annotation: Annotation): Promise<void> {
-    if (annotation.metadata.toolName !== LENGTH || this.restoring) return;
+    if (!byTool.has(annotation.metadata.toolName) || this.restoring) return;
     const body = this.body(annotation);
     if (!body) return;
     try {
@@ -97,7 +131,8 @@ export class MeasurementSync {
   }
 
   private modified(annotation: Annotation, changeType: string): void {
-    if (annotation.metadata.toolName !== LENGTH || this.restoring || changeType !== 'HandlesUpdated') return;
+    if (!byTool.has(annotation.metadata.toolName) || this.restoring) return;
+    if (changeType !== 'HandlesUpdated' && changeType !== 'LabelChange') return;
     const uid = annotation.annotationUID!;
     clearTimeout(this.pending.get(uid));
     this.pending.set(uid, window.setTimeout(() => {
@@ -128,7 +163,7 @@ export class MeasurementSync {
     }
   }
 
-  /** Fetch the user's measurements of the study and draw the lengths on the shown series. */
+  /** Fetch the user's measurements of the study and draw them on the shown series. */
   async load(): Promise<void> {
     let found: StoredMeasurement[];
     try {
@@ -142,20 +177,24 @@ export class MeasurementSync {
     this.paint();
   }
 
-  /** Draw stored lengths whose image is shown and not drawn yet (after a series change too). */
+  /** Draw stored measurements whose image is shown and not drawn yet (after a series change too). */
   restore(): void {
     const drawn = new Set(this.byAnnotation.values());
     this.restoring = true;
     try {
       for (const m of this.stored.values()) {
-        if (drawn.has(m.id) || m.kind !== 'distance' || m.graphic.points?.length !== 2) continue;
+        const kind = byKind.get(m.kind);
+        const stored = m.graphic.points;
+        if (drawn.has(m.id) || !kind || !stored?.length) continue;
+        const imagePoints = kind.fromServer ? kind.fromServer(stored) : stored;
+        if (imagePoints.length !== kind.points) continue;
         const imageId = this.imageIdOf(m);
         const element = imageId ? this.host.elementFor(imageId) : undefined;
         if (!imageId || !element) continue;
         const viewport = core.getEnabledElement(element)?.viewport;
         if (!viewport) continue;
         const camera = viewport.getCamera();
-        const points = m.graphic.points.map((p) => core.utilities.imageToWorldCoords(imageId, p) as Point3);
+        const points = imagePoints.map((p) => core.utilities.imageToWorldCoords(imageId, p) as Point3);
         const annotationUID = `${UID_PREFIX}${m.id}`;
         const annotation = {
           annotationUID,
@@ -164,7 +203,7 @@ export class MeasurementSync {
           isLocked: false,
           isVisible: true,
           metadata: {
-            toolName: LENGTH,
+            toolName: kind.tool,
             referencedImageId: imageId,
             FrameOfReferenceUID: viewport.getFrameOfReferenceUID(),
             viewPlaneNormal: camera.viewPlaneNormal,
@@ -175,6 +214,7 @@ export class MeasurementSync {
             handles: {
               points,
               activeHandleIndex: null,
+              ...(kind.kind === 'arrow' ? { arrowFirst: true } : {}),
               textBox: { hasMoved: false, worldPosition: [0, 0, 0], worldBoundingBox: { topLeft: [0, 0, 0], topRight: [0, 0, 0], bottomLeft: [0, 0, 0], bottomRight: [0, 0, 0] } },
             },
             cachedStats: {},
@@ -220,19 +260,31 @@ export class MeasurementSync {
     }
   }
 
+  private async exportSr(): Promise<void> {
+    this.exportButton.disabled = true;
+    try {
+      const done = await exportMeasurementsSr(this.host.studyUid);
+      toast('viewer.srExported', { count: done.measurements });
+    } catch (e) {
+      toast('viewer.srFailed', { message: (e as Error).message }, 'error');
+    } finally {
+      this.exportButton.disabled = this.stored.size === 0;
+    }
+  }
+
   paint(): void {
     const items = [...this.stored.values()].sort((a, b) => a.id - b.id);
+    this.exportButton.disabled = items.length === 0;
     if (!items.length) {
       this.list.replaceChildren(h('li', { class: 'muted', i18n: 'viewer.noMeasurements' }));
       return;
     }
     this.list.replaceChildren(...items.map((m) => {
-      const length = m.values.length;
-      const text = length ? t('viewer.lengthValue', { value: formatNumber(length.value, 1) }) : t(`kind.${m.kind}` as MessageKey);
+      const text = describeMeasurement(m);
       const imageId = this.imageIdOf(m);
       return h('li', { class: 'measurement', data: { id: String(m.id), kind: m.kind } },
         h('button', { class: 'link-button', disabled: !imageId, on: { click: () => imageId && this.host.jumpTo(imageId) } }, text),
-        m.label ? h('span', { class: 'muted' }, ` ${m.label}`) : null,
+        m.label && m.kind !== 'arrow' ? h('span', { class: 'muted' }, ` ${m.label}`) : null,
         h('button', { class: 'chip-x', i18nTitle: 'viewer.deleteMeasurement', on: { click: () => void this.remove(m.id) } }, '×'));
     }));
   }
