@@ -5,7 +5,7 @@
 // Voxa's DICOMweb (WADO-RS metadata and frames).
 import { NON_IMAGE_MODALITIES, firstSeries, studySeries, thumbnailUrl } from '../api';
 import { Tag, num, str, type DicomJson } from '../dicom';
-import { formatNumber, t, type MessageKey } from '../i18n';
+import { t, type MessageKey } from '../i18n';
 import { href, type Cleanup, type Route } from '../router';
 import { append, h, setMessage, toast } from '../ui/dom';
 import { SHORTCUTS, isTyping } from '../ui/shortcuts';
@@ -211,11 +211,14 @@ class Viewer {
       jumpTo: (imageId) => this.jumpTo(imageId),
     });
     append(this.sidePanel, this.measurements.panel);
+    // before the images: the browser's six connections are soon busy with frames
+    const measurements = this.measurements.load();
     this.listen();
     const first = this.series.find((s) => str(s, Tag.SeriesInstanceUID) === this.requestedSeries) ?? this.series[0];
     this.volumeSeries = undefined;
     await this.setMode(this.mode, str(first, Tag.SeriesInstanceUID));
-    void this.measurements.load();
+    await measurements;
+    this.measurements.restore();
   }
 
   destroy(): void {
@@ -915,7 +918,6 @@ class Viewer {
       }),
       annotations: tools.annotation.state.getAllAnnotations().map((a) => ({ uid: a.annotationUID, tool: a.metadata?.toolName })),
       timings: this.timings,
-      formatted: formatNumber(1.5, 1),
     };
   }
 }
@@ -934,17 +936,22 @@ function softwareRendering(): boolean {
   return software;
 }
 
-/** Load the rest of a stack in the background, at prefetch priority, so scrolling is instant. */
+/**
+ * Load the rest of a stack in the background so that scrolling is instant: four at a time, so
+ * that the browser keeps connections free for what the user asks for meanwhile.
+ */
 function prefetch(imageIds: string[]): void {
   const { RequestType } = core.Enums;
-  for (const imageId of imageIds) {
-    if (core.cache.isLoaded(imageId)) continue;
-    core.imageLoadPoolManager.addRequest(
-      () => core.imageLoader.loadAndCacheImage(imageId, { priority: 0, requestType: RequestType.Prefetch }).then(() => undefined, () => undefined),
-      RequestType.Prefetch,
-      { imageId },
-    );
-  }
+  const queue = imageIds.filter((id) => !core.cache.isLoaded(id));
+  const next = (): Promise<void> => {
+    const imageId = queue.shift();
+    if (!imageId) return Promise.resolve();
+    if (core.cache.isLoaded(imageId)) return next();
+    return core.imageLoader.loadAndCacheImage(imageId, { priority: 5, requestType: RequestType.Prefetch })
+      .then(() => undefined, () => undefined)
+      .then(next);
+  };
+  for (let i = 0; i < 4; i++) void next();
 }
 
 interface VolumeLike {
