@@ -223,6 +223,7 @@ class Viewer {
 
   destroy(): void {
     this.destroyed = true;
+    stopPrefetch();
     this.stopCine();
     for (const d of this.disposers.splice(0)) {
       try {
@@ -447,6 +448,7 @@ class Viewer {
   }
 
   private teardownViewports(): void {
+    stopPrefetch();
     this.synchronizer?.destroy();
     this.synchronizer = undefined;
     for (const group of Object.values(GROUP)) {
@@ -603,7 +605,8 @@ class Viewer {
 
   private watchVolume(volume: VolumeLike, viewportIds: string[]): void {
     const total = volume.imageIds?.length ?? 0;
-    const renderEveryMs = softwareRendering() ? 1500 : 300;
+    // a 3D frame without a GPU takes seconds: draw it once the volume is complete
+    const renderEveryMs = softwareRendering() ? (this.mode === '3d' ? Infinity : 1500) : this.mode === '3d' ? 1000 : 300;
     let lastRender = performance.now();
     let lastDone = 0;
     const tick = () => {
@@ -940,10 +943,19 @@ function softwareRendering(): boolean {
  * Load the rest of a stack in the background so that scrolling is instant: four at a time, so
  * that the browser keeps connections free for what the user asks for meanwhile.
  */
+let prefetchGeneration = 0;
+
+/** Stop background loading of stacks (the layout or mode changed; a volume needs the network). */
+function stopPrefetch(): void {
+  prefetchGeneration++;
+}
+
 function prefetch(imageIds: string[]): void {
   const { RequestType } = core.Enums;
   const queue = imageIds.filter((id) => !core.cache.isLoaded(id));
+  const generation = prefetchGeneration;
   const next = (): Promise<void> => {
+    if (generation !== prefetchGeneration) return Promise.resolve();
     const imageId = queue.shift();
     if (!imageId) return Promise.resolve();
     if (core.cache.isLoaded(imageId)) return next();
