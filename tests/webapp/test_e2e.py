@@ -479,8 +479,36 @@ def test_webapp_end_to_end(voxa_factory: Any, browser_ready: Path) -> None:
             _wait_for_viewports(page, 1, 60, problems)
             cell = page.locator(".viewport-cell").first.bounding_box()
             assert cell is not None and cell["width"] >= PHONE["width"] - 4, cell
+            # touch: one finger windows, two fingers pinch to zoom, a double tap resets
+            x, y = cell["x"] + cell["width"] / 2, cell["y"] + cell["height"] / 2
+            cdp = phone.new_cdp_session(page)
+
+            def touch(kind: str, points: list[tuple[float, float]]) -> None:
+                cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+                    {"x": px, "y": py, "id": i} for i, (px, py) in enumerate(points)]})
+
+            voi = _viewer_state(page)["cells"][0]["voi"]
+            touch("touchStart", [(x, y)])
+            for i in range(1, 11):
+                touch("touchMove", [(x + 8 * i, y + 5 * i)])
+                page.wait_for_timeout(30)
+            touch("touchEnd", [])
+            page.wait_for_function(f"() => window.voxaViewer.state().cells[0].voi.upper !== {voi['upper']}")
+            touch("touchStart", [(x - 40, y), (x + 40, y)])
+            for i in range(1, 11):
+                touch("touchMove", [(x - 40 - 6 * i, y), (x + 40 + 6 * i, y)])
+                page.wait_for_timeout(30)
+            touch("touchEnd", [])
+            page.wait_for_function("() => window.voxaViewer.state().cells[0].zoom > 1.2")
+            checks["phone pinch zoom"] = round(_viewer_state(page)["cells"][0]["zoom"], 2)
             page.wait_for_timeout(500)
             shot(page, "17-phone-viewer")
+            page.keyboard.press("r")
+            page.wait_for_function("() => window.voxaViewer.state().cells[0].rotation === 90")
+            page.touchscreen.tap(x, y)
+            page.wait_for_timeout(80)
+            page.touchscreen.tap(x, y)
+            page.wait_for_function("() => { const c = window.voxaViewer.state().cells[0]; return !c.rotation && c.zoom < 1.2; }")
             no_errors("the phone layout")
             phone.close()
         finally:
