@@ -5,14 +5,14 @@
  * - Navigations under /app/: network first (the server checks the session), the cached shell
  *   when the network is unreachable.
  * - /app/assets/*: content-hashed, so cache first; lazily loaded chunks (the viewer, codecs)
- *   are added as they are fetched.
+ *   are added as they are fetched. A new build replaces both caches when it activates.
  * - DICOMweb answers of studies the user chose to keep offline live in the "voxa-studies"
  *   cache (written by the page); they are answered from there only when the network fails.
  */
 const VERSION = __VOXA_VERSION__;
 const SHELL = __VOXA_SHELL__;
 const SHELL_CACHE = 'voxa-shell-' + VERSION;
-const ASSET_CACHE = 'voxa-assets';
+const ASSET_CACHE = 'voxa-assets-' + VERSION;
 const STUDY_CACHE = 'voxa-studies';
 const INDEX = '/app/';
 
@@ -27,7 +27,10 @@ self.addEventListener('install', (event) => {
 self.addEventListener('activate', (event) => {
   event.waitUntil(
     caches.keys()
-      .then((keys) => Promise.all(keys.filter((k) => k.startsWith('voxa-shell-') && k !== SHELL_CACHE).map((k) => caches.delete(k))))
+      // a new build: the previous build's shell and assets go
+      .then((keys) => Promise.all(keys
+        .filter((k) => (k.startsWith('voxa-shell-') && k !== SHELL_CACHE) || (k.startsWith('voxa-assets') && k !== ASSET_CACHE))
+        .map((k) => caches.delete(k))))
       .then(() => self.clients.claim()),
   );
 });
