@@ -3,21 +3,32 @@
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-const dir = new URL('../src/i18n/locales/', import.meta.url).pathname;
-const en = JSON.parse(readFileSync(join(dir, 'en.json'), 'utf8'));
+// ./locales/<code>.json and ./locales/<area>/<code>.json: each folder a complete set
+const root = new URL('../src/i18n/locales/', import.meta.url).pathname;
 const placeholders = (s) => [...s.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort().join(',');
 const problems = [];
-for (const code of ['en', 'es', 'fr', 'de', 'zh', 'ja', 'ar', 'hi', 'pt']) {
-  if (!readdirSync(dir).includes(`${code}.json`)) problems.push(`no catalogue ${code}.json`);
-}
-for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
-  const messages = JSON.parse(readFileSync(join(dir, file), 'utf8'));
-  for (const key of Object.keys(en)) {
-    if (!(key in messages)) problems.push(`${file}: missing ${key}`);
-    else if (typeof messages[key] !== 'string' || !messages[key].trim()) problems.push(`${file}: empty ${key}`);
-    else if (placeholders(messages[key]) !== placeholders(en[key])) problems.push(`${file}: ${key} has {${placeholders(messages[key])}}, English {${placeholders(en[key])}}`);
+const folders = [root, ...readdirSync(root).map((f) => join(root, f)).filter((f) => statSync(f).isDirectory())];
+const en = {};
+for (const dir of folders) {
+  const area = dir === root ? '' : `${dir.slice(root.length)}/`;
+  const areaEn = JSON.parse(readFileSync(join(dir, 'en.json'), 'utf8'));
+  for (const key of Object.keys(areaEn)) {
+    if (key in en) problems.push(`${area}en.json: ${key} is also in another area`);
+    en[key] = areaEn[key];
   }
-  for (const key of Object.keys(messages)) if (!(key in en)) problems.push(`${file}: unknown key ${key}`);
+  const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
+  for (const code of ['en', 'es', 'fr', 'de', 'zh', 'ja', 'ar', 'hi', 'pt']) {
+    if (!files.includes(`${code}.json`)) problems.push(`no catalogue ${area}${code}.json`);
+  }
+  for (const file of files) {
+    const messages = JSON.parse(readFileSync(join(dir, file), 'utf8'));
+    for (const key of Object.keys(areaEn)) {
+      if (!(key in messages)) problems.push(`${area}${file}: missing ${key}`);
+      else if (typeof messages[key] !== 'string' || !messages[key].trim()) problems.push(`${area}${file}: empty ${key}`);
+      else if (placeholders(messages[key]) !== placeholders(areaEn[key])) problems.push(`${area}${file}: ${key} has {${placeholders(messages[key])}}, English {${placeholders(areaEn[key])}}`);
+    }
+    for (const key of Object.keys(messages)) if (!(key in areaEn)) problems.push(`${area}${file}: unknown key ${key}`);
+  }
 }
 // keys named in the code: i18n: 'x.y', t('x.y'), setMessage(el, 'x.y'), toast('x.y'), label: 'x.y' ...
 const src = new URL('../src/', import.meta.url).pathname;
@@ -32,4 +43,4 @@ if (problems.length) {
   console.error(problems.join('\n'));
   process.exit(1);
 }
-console.log(`i18n: ${readdirSync(dir).length} catalogues, ${Object.keys(en).length} messages each`);
+console.log(`i18n: ${folders.length} areas, ${Object.keys(en).length} messages in each language`);

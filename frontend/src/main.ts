@@ -22,6 +22,8 @@ const PAGES: Record<string, () => Promise<PageRenderer>> = {
   studies: async () => renderStudyList,
   study: async () => renderStudyPage,
   viewer: async () => (await (viewerModule ??= import('./pages/viewer'))).renderViewer,
+  upload: async () => (await import('./pages/upload')).renderUpload,
+  admin: async () => (await import('./pages/admin')).renderAdmin,
 };
 
 function errorMessage(e: unknown): string {

@@ -14,6 +14,8 @@ const PATTERNS: [string, RegExp][] = [
   ['studies', /^\/?(?:studies)?\/?$/],
   ['study', /^\/study\/(?<uid>[0-9.]+)\/?$/],
   ['viewer', /^\/viewer\/(?<uid>[0-9.]+)\/?$/],
+  ['upload', /^\/upload\/?$/],
+  ['admin', /^\/admin(?:\/(?<section>[a-z-]+))?\/?$/],
 ];
 
 export function parse(location: Location | URL): Route {

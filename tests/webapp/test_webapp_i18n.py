@@ -1,5 +1,6 @@
-"""The web application's message catalogues (frontend/src/i18n/locales): nine languages, the
-same keys and placeholders in each, and no UI text left in English where it should not be.
+"""The web application's message catalogues (frontend/src/i18n/locales, and one folder per area
+of the application under it): nine languages, the same keys and placeholders in each, and no UI
+text left in English where it should not be.
 (`npm run build` runs the same checks in Node, scripts/check-i18n.mjs.)"""
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ LANGUAGES = ("en", "es", "fr", "de", "zh", "ja", "ar", "hi", "pt")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
+FOLDERS = (LOCALES, *sorted(p for p in LOCALES.iterdir() if p.is_dir()))
+
+
 def _catalogue(code: str) -> dict[str, str]:
-    return json.loads((LOCALES / f"{code}.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    """A language's messages, every area's merged; a key in two areas is an error."""
+    merged: dict[str, str] = {}
+    for folder in FOLDERS:
+        part = json.loads((folder / f"{code}.json").read_text(encoding="utf-8"))
+        assert not set(part) & set(merged), f"{folder.name}/{code}.json repeats {sorted(set(part) & set(merged))}"
+        merged.update(part)
+    return merged
 
 
-def test_every_language_has_a_catalogue() -> None:
-    assert sorted(p.stem for p in LOCALES.glob("*.json")) == sorted(LANGUAGES)
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_every_language_has_a_catalogue(folder: Path) -> None:
+    assert sorted(p.stem for p in folder.glob("*.json")) == sorted(LANGUAGES)
 
 
 @pytest.mark.parametrize("code", LANGUAGES[1:])

@@ -2,9 +2,15 @@
 // ./locales/<code>.json (English is bundled; the others are loaded when chosen). Elements carry
 // their message key in data-i18n (text), data-i18n-title, data-i18n-placeholder and
 // data-i18n-aria-label, so switching language re-translates the page in place; code that
-// builds text itself listens for the 'voxa:language' event.
-import en from './locales/en.json';
+// builds text itself listens for the 'voxa:language' event. The catalogue of a language is
+// ./locales/<code>.json plus ./locales/<area>/<code>.json for each area (admin, upload, viewer),
+// so that parts of the application keep their messages apart.
+import enCore from './locales/en.json';
+import enAdmin from './locales/admin/en.json';
+import enUpload from './locales/upload/en.json';
+import enViewer from './locales/viewer/en.json';
 
+const en = { ...enCore, ...enAdmin, ...enUpload, ...enViewer };
 export type Messages = Record<string, string>;
 export type MessageKey = keyof typeof en;
 
@@ -27,7 +33,7 @@ export const LANGUAGES: Language[] = [
 ];
 
 const STORAGE_KEY = 'voxa.language';
-const loaders = import.meta.glob<{ default: Messages }>(['./locales/*.json', '!./locales/en.json']);
+const loaders = import.meta.glob<{ default: Messages }>(['./locales/**/*.json', '!./locales/**/en.json', '!./locales/en.json']);
 let current: Language = LANGUAGES[0];
 let messages: Messages = en;
 
@@ -86,8 +92,10 @@ export async function setLanguage(code: string): Promise<void> {
   const lang = LANGUAGES.find((l) => l.code === code) ?? LANGUAGES[0];
   let loaded: Messages = en;
   if (lang.code !== 'en') {
-    const load = loaders[`./locales/${lang.code}.json`];
-    loaded = load ? (await load()).default : en;
+    const parts = Object.entries(loaders)
+      .filter(([path]) => path.endsWith(`/${lang.code}.json`))
+      .map(([, load]) => load());
+    loaded = Object.assign({}, ...(await Promise.all(parts)).map((m) => m.default)) as Messages;
   }
   current = lang;
   messages = loaded;

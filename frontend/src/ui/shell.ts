@@ -6,6 +6,9 @@ import { href } from '../router';
 import { append, clear, h } from './dom';
 import { SHORTCUTS, isTyping, keyLabel } from './shortcuts';
 
+// holding any of these shows the Administration link
+const ADMIN_PERMISSIONS = ['manage_users', 'manage_roles', 'manage_settings', 'view_audit', 'assign_patients'];
+
 export function renderShell(root: HTMLElement, user: User): HTMLElement {
   clear(root);
   const select = h('select', {
@@ -25,7 +28,15 @@ export function renderShell(root: HTMLElement, user: User): HTMLElement {
     'header',
     { class: 'topbar' },
     h('a', { class: 'brand', href: href('/'), i18n: 'app.name' }),
-    h('nav', { class: 'nav' }, h('a', { href: href('/'), i18n: 'nav.studies', id: 'nav-studies' })),
+    h(
+      'nav',
+      { class: 'nav' },
+      h('a', { href: href('/'), i18n: 'nav.studies', id: 'nav-studies' }),
+      user.permissions.includes('upload') ? h('a', { href: href('/upload'), i18n: 'nav.upload', id: 'nav-upload' }) : null,
+      ADMIN_PERMISSIONS.some((p) => user.permissions.includes(p))
+        ? h('a', { href: href('/admin'), i18n: 'nav.admin', id: 'nav-admin' })
+        : null,
+    ),
     h('div', { class: 'spacer' }),
     h('span', { class: 'offline-badge', id: 'offline-badge', hidden: navigator.onLine, i18n: 'common.offline' }),
     select,
