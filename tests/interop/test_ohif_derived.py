@@ -295,6 +295,15 @@ class Browser:
         self.shot(screenshot)
         pytest.fail(f"{what} (after {timeout_s:.0f} s; last seen: {last!r}); {self.problems()}")
 
+    def poll_quietly(self, timeout_s: float, check: Any) -> Any:
+        """Call ``check()`` until it returns something true or ``timeout_s`` passes; no failure."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = check()
+            if found or time.monotonic() >= deadline or self.page_errors:
+                return found
+            self.page.wait_for_timeout(500)
+
     def assert_clean(self) -> None:
         assert not self.page_errors, f"uncaught errors in the page: {self.problems()}"
         failed = self.failed_dicomweb()
@@ -656,7 +665,18 @@ def test_ohif_shows_calcium_lesion_sr(voxa_factory: Any, browser_ready: Path, tm
 
             for step in range(len(groups)):
                 drawn = b.wait_for_image(30)
-                text = b.poll("the lesions' values are not drawn over the image", 30, values_drawn,
+                if step == 0 and not b.poll_quietly(10, values_drawn):
+                    # OHIF 3.13 sometimes shows the SR's first image before it has told the viewport
+                    # which measurements to draw (a race inside OHIF's SR viewport, seen about one
+                    # time in three on two cores): the reader's way out is the viewport's arrows,
+                    # which jump to a measurement and set them. Recorded, so that it shows.
+                    summary["first image shown bare, arrows used"] = drawn["imageId"].split("/instances/")[-1]
+                    page.click('[data-cy="viewport-action-arrows-right"] svg')
+                    page.wait_for_timeout(800)
+                    page.click('[data-cy="viewport-action-arrows-left"] svg')
+                    page.wait_for_timeout(800)
+                    drawn = b.wait_for_image(30)
+                text = b.poll(f"the lesions' values are not drawn over the image {drawn['imageId']}", 30, values_drawn,
                               f"09-lesion-sr-{step + 1}.png")
                 outlines = [shape for shape in page.evaluate(_SVG_OUTLINES_JS) if shape["w"] > 0 or shape["h"] > 0]
                 on_image = [uid for uid, g in groups.items() if g["sop_instance_uid"] in drawn["imageId"]]

@@ -20,70 +20,29 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support import skip_or_fail
+from support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PHONE,
+    VIEWPORT_PIXELS_JS,
+    check_screenshot,
+    rendered,
+    require_chromium,
+    wait_for_viewports,
+)
 
 from voxa.testing.synthetic import SyntheticStudy, dataset_to_bytes, demo_studies
 from voxa.web.routes import webapp
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "webapp"
 LOCALES = Path(__file__).resolve().parents[2] / "frontend" / "src" / "i18n" / "locales"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-dev-shm-usage",
-]  # fmt: skip
-DESKTOP = {"width": 1400, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-# a viewport canvas "holds an image" when its pixels vary this much (grey levels 0-255) and this
-# share of them is not black
-MIN_PIXEL_STD = 12.0
-MIN_NONBLACK_SHARE = 0.02
-
-# Each Cornerstone viewport's canvas summarised (size, mean, standard deviation, share of
-# non-black pixels), and the load state of each cached volume.
-_VIEWPORT_PIXELS_JS = """
-() => {
-  const cs = window.cornerstone;
-  if (!cs || !cs.getRenderingEngines) return {viewports: [], volumes: []};
-  const viewports = [];
-  for (const engine of cs.getRenderingEngines() || []) {
-    for (const vp of engine.getViewports()) {
-      const canvas = vp.getCanvas ? vp.getCanvas() : vp.canvas;
-      const item = {id: vp.id, type: String(vp.type), width: canvas ? canvas.width : 0,
-                    height: canvas ? canvas.height : 0, mean: 0, std: 0, nonblack: 0};
-      viewports.push(item);
-      if (!canvas || !canvas.width || !canvas.height) continue;
-      const w = Math.min(canvas.width, 400), h = Math.min(canvas.height, 400);
-      const probe = document.createElement('canvas');
-      probe.width = w; probe.height = h;
-      const ctx = probe.getContext('2d', {willReadFrequently: true});
-      ctx.drawImage(canvas, 0, 0, w, h);
-      const d = ctx.getImageData(0, 0, w, h).data;
-      let n = 0, s = 0, s2 = 0, nonblack = 0;
-      for (let i = 0; i < d.length; i += 4) {
-        const g = (d[i] + d[i + 1] + d[i + 2]) / 3;
-        n++; s += g; s2 += g * g; if (g > 16) nonblack++;
-      }
-      item.mean = Math.round(s / n * 10) / 10;
-      item.std = Math.round(Math.sqrt(Math.max(0, s2 / n - (s / n) * (s / n))) * 10) / 10;
-      item.nonblack = Math.round(nonblack / n * 1000) / 1000;
-    }
-  }
-  const volumes = ((cs.cache && cs.cache.getVolumes && cs.cache.getVolumes()) || []).map(v => ({
-    id: v.volumeId, loaded: Boolean(v.loadStatus && v.loadStatus.loaded),
-    frames: v.framesProcessed === undefined ? null : v.framesProcessed,
-  }));
-  return {viewports, volumes};
-}
-"""
+_VIEWPORT_PIXELS_JS = VIEWPORT_PIXELS_JS
 
 
 @pytest.fixture
@@ -92,12 +51,7 @@ def browser_ready() -> Path:
     dist = webapp.webapp_dir()
     if not webapp.is_built(dist):
         pytest.skip(f"the web application is not built in {dist} (bash scripts/build_frontend.sh)")
-    if not CHROMIUM.exists():
-        skip_or_fail(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        skip_or_fail("the playwright Python package is not installed (pip install -e '.[test]')")
+    require_chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
@@ -108,34 +62,9 @@ def _ingest(voxa: Any, study: SyntheticStudy) -> int:
     return sum(voxa.archive.ingest(dataset_to_bytes(ds), source="test").ok for ds in study.datasets())
 
 
-def _rendered(stats: dict[str, Any]) -> list[dict[str, Any]]:
-    return [v for v in stats["viewports"] if v["std"] >= MIN_PIXEL_STD and v["nonblack"] >= MIN_NONBLACK_SHARE]
-
-
-def _wait_for_viewports(page: Any, count: int, timeout_s: float, problems: Callable[[], str]) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    stats: dict[str, Any] = {"viewports": [], "volumes": []}
-    while time.monotonic() < deadline:
-        stats = page.evaluate(_VIEWPORT_PIXELS_JS)
-        if len(_rendered(stats)) >= count:
-            return stats
-        page.wait_for_timeout(500)
-    pytest.fail(f"after {timeout_s:.0f} s, {len(_rendered(stats))} of {count} viewports hold an image; "
-                f"{json.dumps(stats)}; {problems()}")
-
-
-def _check_screenshot(path: Path, *, min_std: float = 8.0) -> dict[str, float]:
-    """The screenshot is not blank: its grey levels vary, and no one level covers almost all of it."""
-    from PIL import Image, ImageStat
-
-    with Image.open(path) as im:
-        grey = im.convert("L")
-        stat = ImageStat.Stat(grey)
-        histogram = grey.histogram()
-    top_share = max(histogram) / sum(histogram)
-    assert stat.stddev[0] >= min_std and top_share < 0.97, f"{path.name} looks blank: std {stat.stddev[0]:.1f}, " \
-                                                             f"one grey level covers {top_share:.0%}"
-    return {"std": round(stat.stddev[0], 1), "top_share": round(top_share, 3)}
+_rendered = rendered
+_wait_for_viewports = wait_for_viewports
+_check_screenshot = check_screenshot
 
 
 def _viewer_state(page: Any) -> dict[str, Any]:
