@@ -3,14 +3,15 @@
 // their message key in data-i18n (text), data-i18n-title, data-i18n-placeholder and
 // data-i18n-aria-label, so switching language re-translates the page in place; code that
 // builds text itself listens for the 'voxa:language' event. The catalogue of a language is
-// ./locales/<code>.json plus ./locales/<area>/<code>.json for each area (admin, upload, viewer),
+// ./locales/<code>.json plus ./locales/<area>/<code>.json for each area (admin, upload, viewer, annotate),
 // so that parts of the application keep their messages apart.
 import enCore from './locales/en.json';
 import enAdmin from './locales/admin/en.json';
 import enUpload from './locales/upload/en.json';
 import enViewer from './locales/viewer/en.json';
+import enAnnotate from './locales/annotate/en.json';
 
-const en = { ...enCore, ...enAdmin, ...enUpload, ...enViewer };
+const en = { ...enCore, ...enAdmin, ...enUpload, ...enViewer, ...enAnnotate };
 export type Messages = Record<string, string>;
 export type MessageKey = keyof typeof en;
 
