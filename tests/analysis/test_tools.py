@@ -84,6 +84,22 @@ def _stored(rt: Any, sop_instance_uid: str) -> Dataset:
     return pydicom.dcmread(io.BytesIO(rt.archive.read_instance(loc[0].blob_key)))
 
 
+def _sr_numbers(ds: Dataset) -> dict[str, float]:
+    """Every NUM content item of an SR, by its concept name's meaning (the first of each name)."""
+    found: dict[str, float] = {}
+
+    def walk(items: Any) -> None:
+        for item in items:
+            if item.ValueType == "NUM":
+                found.setdefault(str(item.ConceptNameCodeSequence[0].CodeMeaning),
+                                 float(item.MeasuredValueSequence[0].NumericValue))
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(ds.ContentSequence)
+    return found
+
+
 # --------------------------------------------------------------------------- calcium
 
 
@@ -469,10 +485,14 @@ def test_vessels_tool_on_a_stenosed_tube(voxa_factory: Any) -> None:
     assert result.result["stenosis"]["stenosis_percent"] == pytest.approx(50.0, abs=12.0)
     assert result.result["segmentation"]["voxel_count"] == direct.segmentation.voxel_count
     assert result.result["centerline"]["length_mm"] == pytest.approx(direct.centerline.length_mm, rel=1e-6)
-    assert [o["kind"] for o in result.outputs] == ["SEG"]
+    assert [o["kind"] for o in result.outputs] == ["SEG", "SR"]
     seg = hd.seg.Segmentation.from_dataset(_stored(v.runtime, result.outputs[0]["sop_instance_uid"]))
     mask = seg.get_pixels_by_source_instance([f"{SERIES}.{k + 1}" for k in range(40)])
     assert int(mask.sum()) == direct.segmentation.voxel_count
+    # the SR: the lumen's length and volume over the SEG's segment, the stenosis outlined on its image
+    values = _sr_numbers(_stored(v.runtime, result.outputs[1]["sop_instance_uid"]))
+    assert values["Lumen Diameter Stenosis"] == pytest.approx(direct.stenosis.stenosis_percent, abs=1e-3)
+    assert values["Length of vessel segment (observable entity)"] == pytest.approx(direct.centerline.length_mm, abs=1e-3)
 
 
 # --------------------------------------------------------------------------- cardiac
@@ -499,3 +519,12 @@ def test_cardiac_tool_on_a_two_phase_heart(voxa_factory: Any) -> None:
     assert got["values"]["cardiac_output_l_min"] == pytest.approx(direct.lv.cardiac_output_l_min, rel=1e-9)
     assert got["lv"]["ef_percent"] == pytest.approx(heart.truth.lv_ef_percent, abs=3.0)
     assert math.isfinite(got["lv_mass_g"]) and got["requires_review"] is True
+    # written back: the end-diastolic chambers as a SEG over the ED phase's images, and the SR
+    assert [o["kind"] for o in result.outputs] == ["SEG", "SR"], got["notes"]
+    seg = hd.seg.Segmentation.from_dataset(_stored(v.runtime, result.outputs[0]["sop_instance_uid"]))
+    labels = [d.SegmentLabel for d in seg.SegmentSequence]
+    assert labels[0] == "LV blood pool" and "LV myocardium" in labels, labels
+    ed_uids = {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert ed_uids and all(u.startswith(f"{SERIES}.{int(got['ed_phase_percent']) + 1}") for u in ed_uids), ed_uids
+    values = _sr_numbers(_stored(v.runtime, result.outputs[1]["sop_instance_uid"]))
+    assert float(values["Left ventricular ejection fraction by CT"]) == pytest.approx(direct.lv.ef_percent, abs=1e-3)

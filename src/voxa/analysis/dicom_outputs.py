@@ -379,24 +379,6 @@ def build_calcium_lesion_sr(
     return sr
 
 
-def build_vessel_seg(
-    source_images: Sequence[Dataset],
-    lumen: NDArray[np.bool_],
-    *,
-    algorithm_version: str,
-    series_instance_uid: str | None = None,
-    sop_instance_uid: str | None = None,
-) -> Dataset:
-    """The segmented vessel lumen as a one-segment SEG (Anatomical Structure / Blood vessel)."""
-    segment = Segment(label="Vessel lumen", category=codes.SCT.AnatomicalStructure,
-                      property_type=codes.SCT.BloodVessel, tracking_id="Vessel lumen")
-    return build_segmentation(
-        source_images, [segment], np.asarray(lumen, dtype=bool)[..., np.newaxis],
-        algorithm_name="Voxa vessel analysis", algorithm_version=algorithm_version,
-        series_description="Vessel lumen (Voxa)", series_number=VESSEL_SEG_SERIES_NUMBER,
-        series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid)
-
-
 __all__ = [
     "ARTERY_CODES",
     "ARTERY_LABELS",
@@ -406,7 +388,6 @@ __all__ = [
     "build_calcium_seg",
     "build_calcium_sr",
     "build_segmentation",
-    "build_vessel_seg",
     "calcium_segments",
     "lesion_outline",
     "to_bytes",

@@ -70,8 +70,8 @@ from voxa.dicom.evidence import with_patient_attributes
 from voxa.imaging.volume import Volume
 
 ALGORITHM_NAME = "Voxa cardiac function"
-CARDIAC_SEG_SERIES_NUMBER = 913
-CARDIAC_SR_SERIES_NUMBER = 914
+CARDIAC_SEG_SERIES_NUMBER = 920
+CARDIAC_SR_SERIES_NUMBER = 921
 
 LV_BLOOD_POOL = "LV blood pool"
 RV_BLOOD_POOL = "RV blood pool"

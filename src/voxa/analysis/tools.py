@@ -513,17 +513,54 @@ def _run_cardiac(runtime: Runtime, series_uids: Sequence[str], params: dict[str,
         sex = str(first.PatientSex).upper()
     percentages, notes = _phase_percentages(keys, heart_rate)
     volumes = {}
+    headers: dict[float, list[Dataset]] = {}
     for n, (key, pct) in enumerate(zip(keys, percentages, strict=True)):
         progress("assembling phases", 30.0 + 30.0 * n / len(keys))
         volumes[pct] = volume_from_datasets(phases[key])
+        headers[pct] = [_without_pixels(ds) for ds in phases[key]]
     del datasets, phases
     progress("analysing function", 60.0)
     analysis = analyse_cardiac_function(volumes, heart_rate_bpm=heart_rate, sex=sex)
     result = _jsonable(analysis)
     result.update({"tool": "cardiac", "series_instance_uid": series_uids[0], "values": _jsonable(analysis.values()),
                    "heart_rate_bpm": heart_rate, "sex": sex, "phase_percentages": percentages})
-    result["notes"] = [*result.get("notes", []), *notes]
-    return result, []
+    progress("building SEG and SR", 85.0)
+    outputs, output_notes = _cardiac_outputs(volumes, headers, analysis)
+    result["notes"] = [*result.get("notes", []), *notes, *output_notes]
+    return result, outputs
+
+
+def _without_pixels(ds: Dataset) -> Dataset:
+    """A header copy: the SEG and SR need the source images' attributes, not their pixels."""
+    header = Dataset()
+    for elem in ds:
+        if elem.tag < 0x7FE00000:
+            header.add(elem)
+    header.file_meta = getattr(ds, "file_meta", Dataset())
+    return header
+
+
+def _cardiac_outputs(volumes: Mapping[float, Volume], headers: Mapping[float, list[Dataset]],
+                     analysis: Any) -> tuple[list[Dataset], list[str]]:
+    """The end-diastolic SEG of the chambers and myocardium, and the TID 1500 SR."""
+    from voxa.analysis.dicom_outputs import OutputError
+    from voxa.analysis.outputs_cardiac import (
+        build_cardiac_seg,
+        build_cardiac_sr,
+        cardiac_label_masks,
+        images_in_volume_order,
+    )
+
+    ed = analysis.ed_phase_percent
+    seg = None
+    notes: list[str] = []
+    try:
+        ed_images = images_in_volume_order(headers[ed], volumes[ed])
+        seg = build_cardiac_seg(ed_images, cardiac_label_masks(volumes, analysis))
+    except OutputError as e:
+        ed_images = headers[ed]
+        notes.append(f"no SEG: {e}")
+    return [*([seg] if seg is not None else []), build_cardiac_sr(analysis, ed_images, seg)], notes
 
 
 # --------------------------------------------------------------------------- vessels
@@ -531,7 +568,7 @@ def _run_cardiac(runtime: Runtime, series_uids: Sequence[str], params: dict[str,
 
 def _run_vessels(runtime: Runtime, series_uids: Sequence[str], params: dict[str, Any], progress: Progress,
                  cancelled: Cancelled) -> ToolOutput:
-    from voxa.analysis.dicom_outputs import build_vessel_seg
+    from voxa.analysis.outputs_vessels import build_vessel_seg, build_vessel_sr
     from voxa.analysis.vessels import PatientPoint, analyse_vessel
 
     series = _load_volume(runtime, series_uids[0], progress)
@@ -568,9 +605,13 @@ def _run_vessels(runtime: Runtime, series_uids: Sequence[str], params: dict[str,
         "notes": [*analysis.notes, *series.notes],
     }
     outputs: list[Dataset] = []
+    seg = None
     if series.headers and seg_.voxel_count:
         progress("building SEG", 75.0)
-        outputs.append(build_vessel_seg(series.headers, seg_.mask, algorithm_version=analysis.algorithm_version))
+        seg = build_vessel_seg(series.headers, seg_.mask, algorithm_version=analysis.algorithm_version)
+        outputs.append(seg)
+    progress("building SR", 85.0)
+    outputs.append(build_vessel_sr(analysis, series.headers or [series.first], seg))
     return result, outputs
 
 
