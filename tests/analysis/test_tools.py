@@ -202,14 +202,32 @@ def test_calcium_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_
     sr = hd.sr.srread(io.BytesIO(ds_bytes(ds)))
     report = sr.content
     assert isinstance(report, hd.sr.MeasurementReport)
+    # every group's volume is outlined on the CT images (so that a viewer can draw it); the SEG
+    # is in the evidence
+    evidence = {str(i.ReferencedSOPInstanceUID) for s in ds.CurrentRequestedProcedureEvidenceSequence
+                for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence}
+    assert seg_out["sop_instance_uid"] in evidence
     groups = report.get_volumetric_roi_measurement_groups()
-    assert len(groups) == 4
+    calcified = [name for name, v in result.result["per_artery"].items() if v["lesion_count"]]
+    assert calcified == ["LAD", "LCX", "RCA"]  # the phantom has no LM lesion
+    assert len(groups) == len(calcified) + 1 and all(g.referenced_segment is None for g in groups)
+    images = {f"{SERIES}.{k + 1}": k for k in range(8)}
     for group in groups:
+        regions = group.roi
+        assert isinstance(regions, list) and regions
+        for region in regions:
+            assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+            points = region.value
+            assert np.array_equal(points[0], points[-1]) and len(points) >= 4  # closed
+            assert region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID in images
+    (total,) = [g for g in groups if g.finding_sites[0].value == codes.SCT.CoronaryArtery]
+    lesion_slices = {k for lesion in result.result["lesions"] for k in lesion["area_mm2_by_slice"]}
+    assert {images[r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID] for r in total.roi} == \
+        {int(k) for k in lesion_slices}
+    for group in groups:
+        if group is total:
+            continue
         artery = next(a for a, code in ARTERY_CODES.items() if group.finding_sites[0].value == code)
-        assert group.referenced_segment is not None
-        assert group.referenced_segment.referenced_sop_instance_uid == seg_out["sop_instance_uid"]
-        segment_number = ("LM", "LAD", "LCX", "RCA").index(artery.value) + 1
-        assert group.referenced_segment.referenced_segment_numbers == [segment_number]
         want = result.result["per_artery"][artery.value]
         (agatston,) = group.get_measurements(name=codes.DCM.CalciumScore)
         (volume,) = group.get_measurements(name=codes.DCM.CalciumVolume)
@@ -218,9 +236,10 @@ def test_calcium_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_
         assert agatston.method == codes.DCM.AgatstonScoringMethod
         assert volume.value == pytest.approx(want["volume_mm3"]) and volume.unit.value == "mm3"
         assert mass.value == pytest.approx(want["mass_mg"]) and mass.unit.value == "mg"
-    (total,) = report.get_image_measurement_groups(finding_site=codes.SCT.CoronaryArtery)
-    (agatston,) = total.get_measurements(name=codes.DCM.CalciumScore)
-    assert agatston.value == pytest.approx(result.result["agatston_total"])
+    # the total, and the arteries without calcium as zero scores with their finding site
+    scores = {(m.finding_sites[0].value.value if m.finding_sites else "total"): m.value
+              for m in total.get_measurements(name=codes.DCM.CalciumScore)}
+    assert scores == {"total": pytest.approx(result.result["agatston_total"]), ARTERY_CODES[Artery.LM].value: 0.0}
     (threshold,) = total.get_measurements(name=codes.DCM.AgatstonScoreThreshold)
     assert threshold.value == 130.0
     path = tmp_path / "sr.dcm"

@@ -16,11 +16,9 @@ measurements API and exported as a TID 1500 SR. Then, in OHIF, as a person would
    the measurements' Tracking Unique Identifiers and the values in mm) on the image they were drawn on;
 4. the calcium lesion SR (its own test): OHIF draws every lesion's outline with its artery and its
    values (Calcium score, Calcium Volume, peak Attenuation Coefficient) on the image where the
-   lesion is largest.
-
-The per-artery calcium SR has its own test, an expected failure: OHIF 3.13 cannot display a TID
-1500 report whose measurement groups carry no spatial coordinates (OHIF/Viewers#3390); the lesion
-SR is the report it can show.
+   lesion is largest;
+5. the per-artery calcium SR (its own test): one annotation per calcified artery and one for the
+   total, outlined, with the scores.
 
 An uncaught page error fails a test, and so does any DICOMweb request of OHIF that Voxa answers
 with a status >= 400 (URL, Accept header, status and body in the message). Screenshots, the
@@ -704,49 +702,84 @@ def test_ohif_shows_calcium_lesion_sr(voxa_factory: Any, browser_ready: Path, tm
 # --------------------------------------------------------------------------- the calcium SR
 
 
-class CalciumSRNotShown(AssertionError):
-    """OHIF loaded the study but does not show the calcium SR (the expected failure below)."""
+def _volumetric_groups(sr: pydicom.Dataset) -> dict[str, dict[str, Any]]:
+    """The calcium SR's TID 1411 groups by Tracking Unique Identifier: identifier, the image of
+    the first region (the one OHIF draws), the number of regions."""
+    report = hd.sr.srread(io.BytesIO(dataset_to_bytes(sr))).content
+    assert isinstance(report, hd.sr.MeasurementReport)
+    groups: dict[str, dict[str, Any]] = {}
+    for group in report.get_volumetric_roi_measurement_groups():
+        regions = group.roi
+        assert isinstance(regions, list) and regions, "a group without image regions"
+        groups[str(group.tracking_uid)] = {
+            "identifier": str(group.tracking_identifier),
+            "sop_instance_uid": str(regions[0].ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID),
+            "regions": len(regions),
+        }
+    return groups
 
 
 @pytest.mark.slow
 @pytest.mark.interop
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True, raises=CalciumSRNotShown,
-    reason="OHIF 3.13 cannot display the per-artery calcium SR: its measurement groups (TID 1411 referencing "
-           "SEG segments, TID 1501 totals) have no SCOORD/SCOORD3D; OHIF's SR loader then reads "
-           "measurement.coords[0].ReferencedSOPSequence of an empty list (TypeError, caught by the viewer's error "
-           "boundary: blank viewport). Upstream: OHIF/Viewers#3390. The report stays as it is (valid TID 1500, "
-           "references the SEG); the calcium tool also writes the lesion SR (one outlined TID 1410 group per "
-           "lesion), which OHIF shows (test_ohif_shows_calcium_lesion_sr)")
 def test_ohif_shows_calcium_sr(voxa_factory: Any, browser_ready: Path, tmp_path: Path) -> None:
-    try:
-        study = _derived_study(voxa_factory, with_measurements=False)
-    except AssertionError as e:  # not the expected failure
-        pytest.fail(f"setting up the study failed: {e}")
+    """OHIF draws the per-artery calcium report: one annotation per calcified artery and one for
+    the total, each outlined where that calcium is largest, with the scores as its text. (Its
+    groups are TID 1411 volumes given by outlines on the CT images: a report whose groups carry
+    no image coordinates cannot be displayed by OHIF 3.13, OHIF/Viewers#3390.)"""
+    summary: dict[str, Any] = {}
+    study = _derived_study(voxa_factory, with_measurements=False)
+    groups = _volumetric_groups(_stored_dataset(study.voxa, study.calcium_sr_sop_uid))
+    per_artery = study.result["per_artery"]
+    calcified = {f"{name} calcium" for name, v in per_artery.items() if v["lesion_count"]}
+    assert {g["identifier"] for g in groups.values()} == {*calcified, "Total coronary calcium"}, groups
+    wanted = {name: f"Calcium score: {v['agatston']:.2f} 1" for name, v in per_artery.items() if v["lesion_count"]}
     with _browser(tmp_path, study.voxa.base_url) as b:
         page = b.page
         try:
             b.sign_in(*study.voxa.auth)
             thumbnails = b.open_study(study.study_uid, (CALCIUM_SR_SERIES_NUMBER,))
-            if thumbnails[CALCIUM_SR_SERIES_NUMBER] != {"modality": "SR", "description": CALCIUM_SR_DESCRIPTION}:
-                pytest.fail(f"the calcium SR's thumbnail: {thumbnails}")
+            assert thumbnails[CALCIUM_SR_SERIES_NUMBER] == {"modality": "SR", "description": CALCIUM_SR_DESCRIPTION}
             page.dblclick(f'[data-series="{CALCIUM_SR_SERIES_NUMBER}"]')
-            deadline = time.monotonic() + 30
-            annotations: list[dict[str, Any]] = []
-            crashed: list[str] = []
-            while time.monotonic() < deadline and not annotations and not crashed:
-                page.wait_for_timeout(500)
-                annotations = [a for a in page.evaluate(_ANNOTATIONS_JS)
-                               if a["tool"] == "DICOMSRDisplay" and any("Calcium score" in x for x in a["labels"])]
-                crashed = [c for c in b.console if "Error Boundary" in c]
+
+            def all_loaded() -> list[dict[str, Any]]:
+                found = [a for a in page.evaluate(_ANNOTATIONS_JS) if a["uid"] in groups]
+                return found if len(found) == len(groups) else []
+
+            annotations = b.poll("OHIF does not load the calcium SR's measurements", 60, all_loaded,
+                                 "07-calcium-sr-not-loaded.png")
+            summary["annotations"] = annotations
+            for a in annotations:
+                group = groups[a["uid"]]
+                assert a["tool"] == "DICOMSRDisplay", a
+                assert group["sop_instance_uid"] in a["imageId"], f"annotation on the wrong image: {a}"
+                name = group["identifier"].removesuffix(" calcium")
+                if name in wanted:
+                    assert wanted[name] in a["labels"], (wanted[name], a["labels"])
+                else:  # the total
+                    total = f"Calcium score: {study.result['agatston_total']:.2f} 1"
+                    assert total in a["labels"], (total, a["labels"])
+            pane = page.locator('[data-cy="viewport-pane"]').first.bounding_box()
+            assert pane is not None
+
+            def values_drawn() -> list[str]:
+                page.mouse.move(pane["x"] + pane["width"] * 0.1, pane["y"] + pane["height"] * 0.9)
+                page.mouse.move(pane["x"] + pane["width"] * 0.12, pane["y"] + pane["height"] * 0.88)
+                return [x for x in page.evaluate(_VIEWPORT_TEXT_JS) if "Calcium score" in x]
+
+            drawn = b.wait_for_image(30)
+            if not b.poll_quietly(10, values_drawn):  # OHIF's bare first image (see the lesion SR test)
+                summary["first image shown bare, arrows used"] = drawn["imageId"].split("/instances/")[-1]
+                page.click('[data-cy="viewport-action-arrows-right"] svg')
+                page.wait_for_timeout(800)
+                page.click('[data-cy="viewport-action-arrows-left"] svg')
+                page.wait_for_timeout(800)
+            text = b.poll("the calcium scores are not drawn over the image", 30, values_drawn, "07-calcium-sr.png")
+            outlines = [shape for shape in page.evaluate(_SVG_OUTLINES_JS) if shape["w"] > 0 or shape["h"] > 0]
+            assert outlines, "no outline drawn"
+            summary["text"], summary["outlines"] = text, outlines
             b.shot("07-calcium-sr.png")
-            # failures of Voxa's own making are not the expected failure
-            if b.page_errors or b.failed_dicomweb():
-                pytest.fail(f"{b.problems()}")
-            if crashed:
-                raise CalciumSRNotShown(f"OHIF failed to load the calcium SR: {crashed[0][:600]}")
-            if not annotations:
-                raise CalciumSRNotShown(f"OHIF draws none of the calcium SR's measurements; {b.problems()}")
+            b.assert_clean()
         finally:
             b.save_logs("calcium-sr-")
+            (ARTIFACTS / "calcium-sr-summary.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -202,20 +202,21 @@ def build_calcium_seg(
 
 
 def _calcium_measurements(values: ArteryScore | CalciumScore, algorithm: hd.sr.AlgorithmIdentification,
-                          ) -> list[hd.sr.Measurement]:
+                          finding_sites: Sequence[hd.sr.FindingSite] | None = None) -> list[hd.sr.Measurement]:
     if isinstance(values, CalciumScore):
         agatston, volume, mass = values.agatston_total, values.volume_mm3_total, values.mass_mg_total
     else:
         agatston, volume, mass = values.agatston, values.volume_mm3, values.mass_mg
     out = [
         hd.sr.Measurement(name=codes.DCM.CalciumScore, value=float(agatston), unit=UNIT_NONE,
-                          method=codes.DCM.AgatstonScoringMethod, algorithm_id=algorithm),
+                          method=codes.DCM.AgatstonScoringMethod, algorithm_id=algorithm, finding_sites=finding_sites),
         hd.sr.Measurement(name=codes.DCM.CalciumVolume, value=float(volume), unit=UNIT_MM3,
-                          method=codes.DCM.VolumeScoringMethod, algorithm_id=algorithm),
+                          method=codes.DCM.VolumeScoringMethod, algorithm_id=algorithm, finding_sites=finding_sites),
     ]
     if mass is not None:
         out.append(hd.sr.Measurement(name=codes.DCM.CalciumMass, value=float(mass), unit=UNIT_MG,
-                                     method=codes.DCM.MassScoringMethod, algorithm_id=algorithm))
+                                     method=codes.DCM.MassScoringMethod, algorithm_id=algorithm,
+                                     finding_sites=finding_sites))
     return out
 
 
@@ -225,27 +226,47 @@ def build_calcium_sr(
     *,
     source_images: Sequence[Dataset],
     seg: Dataset | None,
+    lesion_labels: NDArray[np.integer] | None = None,
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
 ) -> Dataset:
     """The calcium scores as a TID 1500 Measurement Report (Comprehensive 3D SR).
 
-    ``source_images`` are the scored images (headers suffice); ``seg`` the SEG of
-    :func:`build_calcium_seg` (None when there was no lesion: the groups then reference no
-    segment)."""
+    ``source_images`` are the scored images (headers suffice; one per slice of ``lesion_labels``
+    when that is given); ``seg`` the SEG of :func:`build_calcium_seg` (None when there was no
+    lesion). With ``lesion_labels`` (the voxels' lesion labels) each artery with calcium is a TID
+    1411 group whose volume is its lesions' outlines on the images (:mod:`voxa.analysis.sr_regions`),
+    and the total group outlines every lesion; arteries without calcium are zero scores in the
+    total group (with the artery as finding site). Without it, the artery groups reference the
+    SEG's segments and carry no image coordinates."""
+    from voxa.analysis.sr_regions import mask_regions
+
     if not source_images:
         raise OutputError("no source images")
     series_uid = str(source_images[0].SeriesInstanceUID)
     algorithm = hd.sr.AlgorithmIdentification(name="Voxa coronary calcium scoring",
                                               version=score.algorithm_version or CALCIUM_ALGORITHM_VERSION)
     segment_number = {a: n for n, a in enumerate(calcium_segments(score), start=1)} if seg is not None else {}
+    labels = None if lesion_labels is None else np.asarray(lesion_labels)
+    if labels is not None:
+        _check_sources(source_images, labels.shape)
     groups: list[hd.sr.MeasurementsAndQualitativeEvaluations
                  | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = []
+    uncalcified: list[hd.sr.Measurement] = []
     for artery, values in score.per_artery.items():
         tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=ARTERY_LABELS[artery])
         site = [hd.sr.FindingSite(ARTERY_CODES[artery])]
         measurements = _calcium_measurements(values, algorithm)
-        if seg is not None and artery in segment_number:
+        own = [lesion.label for lesion in score.lesions if lesion.artery == artery]
+        if labels is not None:
+            if not own:
+                uncalcified += _calcium_measurements(values, algorithm, finding_sites=site)
+                continue
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=tracking, referenced_regions=mask_regions(np.isin(labels, own), source_images),
+                finding_type=codes.SCT.PathologicCalcification, algorithm_id=algorithm, finding_sites=site,
+                measurements=measurements))
+        elif seg is not None and artery in segment_number:
             reference = hd.sr.ReferencedSegment(
                 sop_class_uid=str(seg.SOPClassUID), sop_instance_uid=str(seg.SOPInstanceUID),
                 segment_number=segment_number[artery],
@@ -260,11 +281,18 @@ def build_calcium_sr(
                 algorithm_id=algorithm, finding_sites=site, measurements=measurements))
     total = [*_calcium_measurements(score, algorithm),
              hd.sr.Measurement(name=codes.DCM.AgatstonScoreThreshold, value=float(score.threshold_hu),
-                               unit=UNIT_HU, algorithm_id=algorithm)]
-    groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Total coronary calcium"),
-        finding_type=codes.SCT.PathologicCalcification, algorithm_id=algorithm,
-        finding_sites=[hd.sr.FindingSite(codes.SCT.CoronaryArtery)], measurements=total))
+                               unit=UNIT_HU, algorithm_id=algorithm), *uncalcified]
+    total_tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Total coronary calcium")
+    total_site = [hd.sr.FindingSite(codes.SCT.CoronaryArtery)]
+    if labels is not None and score.lesions:
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=total_tracking, referenced_regions=mask_regions(labels > 0, source_images),
+            finding_type=codes.SCT.PathologicCalcification, algorithm_id=algorithm, finding_sites=total_site,
+            measurements=total))
+    else:
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=total_tracking, finding_type=codes.SCT.PathologicCalcification,
+            algorithm_id=algorithm, finding_sites=total_site, measurements=total))
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -456,7 +456,7 @@ def _run_calcium(runtime: Runtime, series_uids: Sequence[str], params: dict[str,
         notes.append("no calcified lesion: no SEG and no lesion SR are written")
     progress("building SR", 75.0)
     evidence = series.headers or [series.first]
-    outputs.append(build_calcium_sr(score, source_images=evidence, seg=seg))
+    outputs.append(build_calcium_sr(score, source_images=evidence, seg=seg, lesion_labels=labels))
     if labels is not None:
         outputs.append(build_calcium_lesion_sr(score, source_images=series.headers, lesion_labels=labels))
     elif score.lesions:
