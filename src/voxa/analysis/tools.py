@@ -536,7 +536,8 @@ def _without_pixels(ds: Dataset) -> Dataset:
     for elem in ds:
         if elem.tag < 0x7FE00000:
             header.add(elem)
-    header.file_meta = getattr(ds, "file_meta", Dataset())
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
     return header
 
 
