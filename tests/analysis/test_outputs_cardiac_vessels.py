@@ -28,6 +28,7 @@ from voxa.analysis.outputs_cardiac import (
     LV_BLOOD_POOL,
     LV_MYOCARDIUM,
     VOXA_CODES,
+    aha_segment_masks,
     build_cardiac_seg,
     build_cardiac_sr,
     cardiac_label_masks,
@@ -214,6 +215,33 @@ def test_cardiac_sr_round_trip(cardiac: CardiacRun, tmp_path: Path) -> None:
     _valid_and_checked(path, "Comprehensive3DSR", "CompletionFlag")
 
 
+def test_cardiac_sr_outlines_every_group_on_the_images(cardiac: CardiacRun, tmp_path: Path) -> None:
+    """With the masks, every group is a volume outlined on the end-diastolic images (viewers such
+    as OHIF draw the first outline: the structure where it is largest), the AHA segments included."""
+    result = cardiac.result
+    ed_volume = cardiac.volumes[result.ed_phase_percent]
+    aha = aha_segment_masks(cardiac.masks[LV_MYOCARDIUM], ed_volume, result.geometry)
+    stacked = np.stack(list(aha.values()))
+    assert (stacked.sum(axis=0) == cardiac.masks[LV_MYOCARDIUM]).all()  # a partition of the myocardium
+    assert len(aha) >= 15
+    seg_ds = build_cardiac_seg(cardiac.ed_images, cardiac.masks)
+    sr_ds = build_cardiac_sr(result, cardiac.ed_images, seg_ds, masks=cardiac.masks, ed_volume=ed_volume)
+    path = _write(sr_ds, tmp_path / "cardiac-sr-outlined.dcm")
+    report = _report(path)
+    groups = {str(g.tracking_identifier): g for g in report.get_volumetric_roi_measurement_groups()}
+    assert report.get_image_measurement_groups() == []
+    assert all(g.referenced_segment is None and isinstance(g.roi, list) and g.roi for g in groups.values())
+    uid_index = {str(ds.SOPInstanceUID): k for k, ds in enumerate(cardiac.ed_images)}
+    lv = cardiac.masks[LV_BLOOD_POOL]
+    first = uid_index[str(groups["Left ventricle"].roi[0].ContentSequence[0].ReferencedSOPSequence[0]
+                          .ReferencedSOPInstanceUID)]
+    assert lv[first].sum() == lv.sum(axis=(1, 2)).max()
+    (edv,) = groups["Left ventricle"].get_measurements(name=codes.LN.LeftVentricularEDVolume)
+    assert edv.value == pytest.approx(result.lv.edv_ml)
+    assert sum(name.startswith("AHA ") for name in groups) >= 15
+    _valid_and_checked(path, "Comprehensive3DSR", "CompletionFlag")
+
+
 def test_cardiac_sr_without_a_seg_has_coordinate_free_groups(cardiac: CardiacRun, tmp_path: Path) -> None:
     sr_ds = build_cardiac_sr(cardiac.result, cardiac.ed_images)
     path = _write(sr_ds, tmp_path / "cardiac-sr-noseg.dcm")
@@ -297,7 +325,14 @@ def test_vessel_sr_round_trip_with_the_stenosis_outline(vessel: VesselRun, tmp_p
     assert sr.PreliminaryFlag == "PRELIMINARY" and sr.VerificationFlag == "UNVERIFIED"
     report = _report(path)
     (whole,) = report.get_volumetric_roi_measurement_groups()
-    assert whole.referenced_segment is not None and whole.referenced_segment.referenced_segment_numbers == [1]
+    # the lumen's volume outlined on the images (a viewer can draw it), largest slice first
+    assert whole.referenced_segment is None and isinstance(whole.roi, list)
+    mask = np.asarray(analysis.segmentation.mask)
+    on = {str(r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for r in whole.roi}
+    assert on == {str(vessel.images[k].SOPInstanceUID) for k in np.flatnonzero(mask.any(axis=(1, 2)))}
+    largest = int(np.argmax(mask.sum(axis=(1, 2))))
+    assert whole.roi[0].ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == \
+        vessel.images[largest].SOPInstanceUID
     (length,) = whole.get_measurements(name=codes.SCT.LengthOfVesselSegment)
     assert length.value == pytest.approx(analysis.centerline.length_mm) and length.unit.value == "mm"
     (lumen,) = whole.get_measurements(name=codes.DCM.LumenVolume)
@@ -333,7 +368,7 @@ def test_vessel_sr_round_trip_with_the_stenosis_outline(vessel: VesselRun, tmp_p
     _valid_and_checked(path, "Comprehensive3DSR", "CompletionFlag")
 
 
-def test_vessel_sr_references_the_seg_where_no_image_cuts_the_stenosis(vessel: VesselRun, tmp_path: Path) -> None:
+def test_vessel_sr_outlines_the_lumen_where_no_image_cuts_the_stenosis(vessel: VesselRun, tmp_path: Path) -> None:
     analysis = vessel.analysis
     assert stenosis_outline(analysis, vessel.images, max_obliquity_deg=5.0) is None  # the tube runs ~10° off
     seg_ds = build_vessel_seg(vessel.images, analysis.segmentation.mask)
@@ -346,8 +381,8 @@ def test_vessel_sr_references_the_seg_where_no_image_cuts_the_stenosis(vessel: V
     groups = {str(g.tracking_identifier): g for g in report.get_volumetric_roi_measurement_groups()}
     assert set(groups) == {"Vessel", "Stenosis"}
     stenosis_group = groups["Stenosis"]
-    assert stenosis_group.referenced_segment is not None
-    assert stenosis_group.referenced_segment.referenced_segment_numbers == [1]
+    assert stenosis_group.referenced_segment is None
+    assert isinstance(stenosis_group.roi, list) and len(stenosis_group.roi) == len(groups["Vessel"].roi)
     assert stenosis_group.finding_sites[0].value == codes.SCT.RightCoronaryArtery
     errors = [line for line in _dciodvfy(path) if line.startswith("Error")]
     assert errors == []

@@ -246,11 +246,12 @@ class Browser:
         self.page.click("button[type=submit]")
         self.page.wait_for_url(re.compile(r".*/ohif/.*"), timeout=30_000)
 
-    def open_study(self, study_uid: str, series_numbers: tuple[int, ...]) -> dict[int, dict[str, str]]:
+    def open_study(self, study_uid: str, series_numbers: tuple[int, ...], *,
+                   min_nonblack: float = MIN_NONBLACK_SHARE) -> dict[int, dict[str, str]]:
         """Open the study in the viewer; wait until the CT is drawn and the study panel lists the
         derived series; their thumbnails' modality and description labels by series number."""
         self.page.goto(f"{self.base}{ohif.ohif_study_url(study_uid)}")
-        self.wait_for_image(90)
+        self.wait_for_image(90, min_nonblack=min_nonblack)
         thumbnails: dict[int, dict[str, str]] = {}
         for number in series_numbers:
             thumb = self.page.locator(f'[data-series="{number}"]').first
@@ -268,12 +269,12 @@ class Browser:
     def viewport_stats(self, segment_index: int = 0) -> list[dict[str, Any]]:
         return self.page.evaluate(_VIEWPORT_JS, [segment_index, TABLE_Y_MM])  # type: ignore[no-any-return]
 
-    def wait_for_image(self, timeout_s: float) -> dict[str, Any]:
+    def wait_for_image(self, timeout_s: float, *, min_nonblack: float = MIN_NONBLACK_SHARE) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         stats: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             stats = self.viewport_stats()
-            if stats and stats[0]["std"] >= MIN_PIXEL_STD and stats[0]["nonblack"] >= MIN_NONBLACK_SHARE:
+            if stats and stats[0]["std"] >= MIN_PIXEL_STD and stats[0]["nonblack"] >= min_nonblack:
                 return stats[0]
             self.page.wait_for_timeout(500)
         self.shot("no-image.png")
@@ -783,3 +784,111 @@ def test_ohif_shows_calcium_sr(voxa_factory: Any, browser_ready: Path, tmp_path:
         finally:
             b.save_logs("calcium-sr-")
             (ARTIFACTS / "calcium-sr-summary.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- cardiac and vessel reports
+
+
+def _run_tool(voxa: Any, tool: str, study_uid: str, series_uid: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run an analysis tool on a stored series; its outputs by series description."""
+    submitted = tools.submit_analysis(voxa.runtime, tool=tool, study_instance_uid=study_uid, series=series_uid,
+                                      params=params, created_by=voxa.auth[0])
+    voxa.runtime.jobs.wait(submitted.job_id, timeout=120)
+    done = analysis_results.get_result(voxa.archive.index, submitted.id)
+    assert done is not None and done.status is analysis_results.ResultStatus.DONE, done
+    return {o["series_description"]: o for o in done.outputs}
+
+
+def _show_report(b: Browser, study_uid: str, series_number: int, groups: dict[str, dict[str, Any]],
+                 marker: str, name: str, *, min_nonblack: float = MIN_NONBLACK_SHARE) -> dict[str, Any]:
+    """Open the study in OHIF, double-click the SR: every group loaded as an annotation on the
+    image of its first region, and the values of the one shown drawn over the image."""
+    page = b.page
+    b.open_study(study_uid, (series_number,), min_nonblack=min_nonblack)
+    page.dblclick(f'[data-series="{series_number}"]')
+
+    def all_loaded() -> list[dict[str, Any]]:
+        found = [a for a in page.evaluate(_ANNOTATIONS_JS) if a["uid"] in groups]
+        return found if len(found) == len(groups) else []
+
+    annotations = b.poll(f"OHIF does not load the {name}'s measurements", 60, all_loaded, f"10-{name}-not-loaded.png")
+    for a in annotations:
+        assert a["tool"] == "DICOMSRDisplay", a
+        assert groups[a["uid"]]["sop_instance_uid"] in a["imageId"], f"annotation on the wrong image: {a}"
+    pane = page.locator('[data-cy="viewport-pane"]').first.bounding_box()
+    assert pane is not None
+
+    def values_drawn() -> list[str]:
+        page.mouse.move(pane["x"] + pane["width"] * 0.1, pane["y"] + pane["height"] * 0.9)
+        page.mouse.move(pane["x"] + pane["width"] * 0.12, pane["y"] + pane["height"] * 0.88)
+        return [x for x in page.evaluate(_VIEWPORT_TEXT_JS) if marker in x]
+
+    drawn = b.wait_for_image(30, min_nonblack=min_nonblack)
+    if not b.poll_quietly(10, values_drawn):  # OHIF's bare first image (see the lesion SR test)
+        page.click('[data-cy="viewport-action-arrows-right"] svg')
+        page.wait_for_timeout(800)
+        page.click('[data-cy="viewport-action-arrows-left"] svg')
+        page.wait_for_timeout(800)
+        drawn = b.wait_for_image(30, min_nonblack=min_nonblack)
+    text = b.poll(f"the {name}'s values are not drawn over the image", 30, values_drawn, f"10-{name}.png")
+    outlines = [shape for shape in page.evaluate(_SVG_OUTLINES_JS) if shape["w"] > 0 or shape["h"] > 0]
+    assert outlines, f"no outline of the {name} drawn"
+    b.shot(f"10-{name}.png")
+    return {"annotations": len(annotations), "text": text, "image": drawn["imageId"].split("/instances/")[-1]}
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+@pytest.mark.timeout(400)
+def test_ohif_shows_cardiac_and_vessel_reports(voxa_factory: Any, browser_ready: Path, tmp_path: Path) -> None:
+    """The cardiac tool's SR (chambers, myocardium, AHA segments) and the vessels tool's SR (lumen,
+    stenosis), each on its own phantom study: OHIF loads every group and draws the values."""
+    from analysis.phantom_series import ingest_series, volume_series
+
+    from voxa.testing.heart_phantom import beating_heart_phantom
+    from voxa.testing.vessel_phantom import StenosisSpec, StraightTube, vessel_phantom
+
+    voxa = voxa_factory(http=True, accept_unknown_peers=True)
+    summary: dict[str, Any] = {}
+    heart_study, heart_series = "2.25.4701", "2.25.4702"
+    heart = beating_heart_phantom(phases_percent=(0, 40), spacing_mm=(2.0, 2.0, 2.0))
+    datasets = []
+    for pct, volume in heart.phases.items():
+        datasets += volume_series(volume, study_uid=heart_study, series_uid=heart_series,
+                                  uid_prefix=f"{heart_series}.{int(pct) + 1}", NominalPercentageOfCardiacPhase=float(pct),
+                                  PatientSex="M", patient_id="OHIF-HEART")
+    ingest_series(voxa.archive, datasets)
+    cardiac = _run_tool(voxa, "cardiac", heart_study, heart_series, {"heart_rate_bpm": 60})
+    assert set(cardiac) == {"Cardiac chambers at end-diastole (Voxa)", "Cardiac function report (Voxa)"}, cardiac
+    cardiac_groups = _volumetric_groups(_stored_dataset(voxa, cardiac["Cardiac function report (Voxa)"]["sop_instance_uid"]))
+
+    vessel_study, vessel_series = "2.25.4711", "2.25.4712"
+    tube = StraightTube(start_mm=(4.0, 16.0, 16.0), direction=(1.0, 0.0, 0.0), length_mm=24.0, radius_mm=2.5,
+                        hu=400.0, stenoses=(StenosisSpec(centre_mm=12.0, length_mm=6.0, percent=50.0),))
+    phantom = vessel_phantom([tube], shape=(40, 64, 64), spacing_mm=(0.8, 0.5, 0.5), origin_mm=(-16.0, -16.0, 0.0))
+    ingest_series(voxa.archive, volume_series(phantom.volume, study_uid=vessel_study, series_uid=vessel_series,
+                                              patient_id="OHIF-VESSEL"))
+    start, end = phantom.frame_to_patient(tube.point_at(1.0)), phantom.frame_to_patient(tube.point_at(23.0))
+    vessels = _run_tool(voxa, "vessels", vessel_study, vessel_series,
+                        {"start": [float(x) for x in start], "end": [float(x) for x in end]})
+    assert set(vessels) == {"Vessel lumen (Voxa)", "Vessel analysis report (Voxa)"}, vessels
+    vessel_sr = _stored_dataset(voxa, vessels["Vessel analysis report (Voxa)"]["sop_instance_uid"])
+    report = hd.sr.srread(io.BytesIO(dataset_to_bytes(vessel_sr))).content
+    vessel_groups = _volumetric_groups(vessel_sr)
+    for group in report.get_planar_roi_measurement_groups():  # the stenosis, outlined where it is narrowest
+        vessel_groups[str(group.tracking_uid)] = {
+            "identifier": str(group.tracking_identifier),
+            "sop_instance_uid": str(group.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)}
+    assert {g["identifier"] for g in vessel_groups.values()} == {"Vessel", "Stenosis"}
+
+    with _browser(tmp_path, voxa.base_url) as b:
+        try:
+            b.sign_in(*voxa.auth)
+            summary["cardiac"] = _show_report(b, heart_study, 921, cardiac_groups, "ml", "cardiac-sr")
+            assert any("Left ventricular ejection fraction" in t or "ml" in t for t in summary["cardiac"]["text"])
+            summary["vessels"] = _show_report(b, vessel_study, 915, vessel_groups, "mm", "vessel-sr",
+                                              min_nonblack=0.005)  # a thin tube on a dark background
+            b.assert_clean()
+        finally:
+            b.save_logs("cardiac-vessel-")
+            (ARTIFACTS / "cardiac-vessel-summary.json").write_text(json.dumps(summary, indent=2, default=str))

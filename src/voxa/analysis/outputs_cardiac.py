@@ -13,8 +13,10 @@
   the labels say that the segments hold the contrast blood only.
 * :func:`build_cardiac_sr` — a **Comprehensive 3D SR** holding a TID 1500 Measurement Report,
   procedure reported Cardiac CT (SCT 241547009), observer the Voxa algorithm (a device). Groups
-  (TID 1411 Volumetric ROI referencing the structure's segment of the SEG; TID 1501 when there
-  is no SEG or no such segment):
+  are TID 1411 Volumetric ROIs: given the masks, outlined on the end-diastolic images (image
+  regions, :mod:`voxa.analysis.sr_regions`; the AHA segments by :func:`aha_segment_masks`), so
+  that viewers such as OHIF draw them; otherwise referencing the structure's segment of the SEG
+  (TID 1501 when there is no SEG or no such segment):
 
   - *Left ventricle*: LV ED volume (LN 8821-1, ``ml``), LV ES volume (LN 8823-7, ``ml``),
     Stroke volume (SCT 90096001, ``ml``), LV ejection fraction by CT (LN 8810-4, ``%``), and
@@ -36,9 +38,7 @@
 
   Quantities without a standard code use the private coding scheme ``99VOXA`` (declared in the
   SR's Coding Scheme Identification Sequence): see :data:`VOXA_CODES`. The report is
-  PRELIMINARY and UNVERIFIED: analysis results need a reader's review. Groups carry no image
-  coordinates (they reference SEG segments): OHIF 3.13 lists such a report but cannot display
-  its groups (known, accepted).
+  PRELIMINARY and UNVERIFIED: analysis results need a reader's review.
 
 ``tests/analysis/test_outputs_cardiac_vessels.py`` writes each object, reads it back with
 highdicom and runs dicom3tools' dciodvfy on it.
@@ -401,11 +401,17 @@ Group = hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.VolumetricROIMeasure
 def measurement_group(
     tracking_id: str, measurements: Sequence[hd.sr.Measurement], *, finding_type: Code, finding_site: Code,
     algorithm: hd.sr.AlgorithmIdentification, seg: Dataset | None, segment_label: str, source_series_uid: str,
+    regions: Sequence[hd.sr.ImageRegion] | None = None,
 ) -> Group:
-    """A TID 1411 group over the SEG segment ``segment_label``, or a TID 1501 group when there
-    is no SEG or it has no such segment."""
+    """A TID 1411 group whose volume is ``regions`` (outlines on the source images, see
+    :mod:`voxa.analysis.sr_regions`) when given, else the SEG segment ``segment_label``; a TID
+    1501 group when there is neither."""
     tracking = hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=tracking_id)
     site = [hd.sr.FindingSite(finding_site)]
+    if regions:
+        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking, referenced_regions=list(regions), finding_type=finding_type,
+            algorithm_id=algorithm, finding_sites=site, measurements=list(measurements))
     number = segment_numbers(seg).get(segment_label) if seg is not None else None
     if seg is not None and number is not None:
         reference = hd.sr.ReferencedSegment(
@@ -426,11 +432,44 @@ def device_observer() -> hd.sr.ObserverContext:
             uid=hd.UID(), name="Voxa", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME))
 
 
+def aha_segment_masks(myocardium: NDArray[np.bool_], volume: Volume,
+                      geometry: engine.LvGeometry) -> dict[int, NDArray[np.bool_]]:
+    """The LV myocardium split into the AHA 17 segments by each voxel's own position, with the
+    engine's rule (:func:`voxa.analysis.cardiac._segments`: thirds of the base-apex length, 60°
+    basal and mid sectors and 90° apical sectors from the septal direction, segment 17 beyond
+    the apex of the blood pool). The engine assigns a wall voxel by the foot of its endocardial
+    normal, so voxels near a border may fall in the neighbouring segment here; the masks locate
+    the segments for a reader, the thickness values are the engine's."""
+    mask = np.asarray(myocardium, dtype=bool)
+    idx = np.argwhere(mask)
+    out: dict[int, NDArray[np.bool_]] = {}
+    if idx.shape[0] == 0:
+        return out
+    points = volume.index_to_patient(idx.astype(np.float64))
+    axis = np.asarray(geometry.long_axis_lps, dtype=np.float64)
+    septal = np.asarray(geometry.septal_direction_lps, dtype=np.float64)
+    anterior = np.asarray(geometry.anterior_direction_lps, dtype=np.float64)
+    rel = points - np.asarray(geometry.base_centre_lps, dtype=np.float64)
+    along = rel @ axis
+    radial = rel - np.outer(along, axis)
+    segment = engine._segments(along / max(geometry.length_mm, 1e-9), np.arctan2(radial @ anterior, radial @ septal))
+    segment = np.where(along > geometry.length_mm, 17, segment)
+    for k in range(1, 18):
+        chosen = idx[segment == k]
+        if chosen.shape[0]:
+            m = np.zeros(mask.shape, dtype=bool)
+            m[tuple(chosen.T)] = True
+            out[k] = m
+    return out
+
+
 def build_cardiac_sr(
     result: CardiacFunctionResult,
     source_images: Sequence[Dataset],
     seg: Dataset | None = None,
     *,
+    masks: Mapping[str, NDArray[np.bool_]] | None = None,
+    ed_volume: Volume | None = None,
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
 ) -> Dataset:
@@ -439,15 +478,27 @@ def build_cardiac_sr(
 
     ``source_images`` are the analysed images (headers suffice; the end-diastolic phase's at
     least); ``seg`` the SEG of :func:`build_cardiac_seg` (None: the groups reference no
-    segment)."""
+    segment). With ``masks`` (:func:`cardiac_label_masks`) and ``source_images`` the
+    end-diastolic images in the masks' slice order, each structure's group is outlined on the
+    images instead (TID 1411 image regions, which viewers can draw), and with ``ed_volume`` (the
+    end-diastolic volume, for the AHA segments' positions) each AHA segment's group too."""
+    from voxa.analysis.sr_regions import mask_regions
+
     if not source_images:
         raise OutputError("no source images")
     algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=result.algorithm_version)
     series_uid = referenced_series_uid(seg, source_images)
+    outlined = masks is not None and all(np.asarray(v).shape[0] == len(source_images) for v in masks.values())
+
+    def regions_of(mask: NDArray[np.bool_] | None) -> list[hd.sr.ImageRegion] | None:
+        if not outlined or mask is None or not np.asarray(mask).any():
+            return None
+        return mask_regions(mask, source_images)
 
     def group(tracking_id: str, items: Sequence[hd.sr.Measurement], structure: Code, label: str) -> Group:
         return measurement_group(tracking_id, items, finding_type=structure, finding_site=structure,
-                                 algorithm=algorithm, seg=seg, segment_label=label, source_series_uid=series_uid)
+                                 algorithm=algorithm, seg=seg, segment_label=label, source_series_uid=series_uid,
+                                 regions=regions_of(masks.get(label) if masks is not None else None))
 
     def m(name: Code, value: float, unit: Code, *, derivation: Code | None = None) -> hd.sr.Measurement:
         return measurement(name, value, unit, algorithm, derivation=derivation)
@@ -492,6 +543,8 @@ def build_cardiac_sr(
         if atrial:
             groups.append(group(name, atrial, CARDIAC_STRUCTURES[label], label))
 
+    aha = (aha_segment_masks(masks[LV_MYOCARDIUM], ed_volume, result.geometry)
+           if outlined and masks is not None and LV_MYOCARDIUM in masks and ed_volume is not None else {})
     for s in result.wall_thickness:
         items: list[hd.sr.Measurement] = []
         if s.ed_mm is not None:
@@ -503,7 +556,8 @@ def build_cardiac_sr(
         if items:
             groups.append(measurement_group(
                 f"AHA {s.segment} {s.name}", items, finding_type=myo, finding_site=AHA_SEGMENT_CODES[s.segment],
-                algorithm=algorithm, seg=seg, segment_label=LV_MYOCARDIUM, source_series_uid=series_uid))
+                algorithm=algorithm, seg=seg, segment_label=LV_MYOCARDIUM, source_series_uid=series_uid,
+                regions=regions_of(aha.get(s.segment))))
 
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device_observer()),
@@ -528,6 +582,7 @@ __all__ = [
     "LEFT_ATRIUM",
     "LV_BLOOD_POOL",
     "LV_MYOCARDIUM",
+    "aha_segment_masks",
     "PRIVATE_SCHEME",
     "RIGHT_ATRIUM",
     "RV_BLOOD_POOL",

@@ -7,7 +7,9 @@
   procedure reported Computed tomography of cardiovascular system (SCT 303680000, or the
   caller's), observer the Voxa algorithm (a device), PRELIMINARY and UNVERIFIED. Groups:
 
-  - *Vessel* (TID 1411 over the SEG's segment; TID 1501 without a SEG), finding type Lumen of
+  - *Vessel* (TID 1411: the lumen outlined on every image it crosses, largest first, when the
+    source images are the mask's slices — viewers such as OHIF draw it; else over the SEG's
+    segment; TID 1501 without either), finding type Lumen of
     blood vessel, finding site the caller's (default Blood vessel SCT 59820001): Length of
     vessel segment (SCT 414599003, ``mm``: the centreline from start to end point) and Lumen
     volume (DCM 122372, ``mm3``: the segmented lumen).
@@ -20,8 +22,8 @@
     It is a TID 1410 **planar ROI** whose region is the lumen outline (a closed POLYLINE) on
     the source image through the narrowest point, when the vessel crosses that image within
     ``max_obliquity_deg`` of its normal (the image's cut of the lumen is then close to the
-    perpendicular cross-section: 1/cos 20° = 1.06); otherwise a TID 1411 group over the SEG's
-    segment (TID 1501 without a SEG). The values are measured on the plane perpendicular to the
+    perpendicular cross-section: 1/cos 20° = 1.06); otherwise a TID 1411 group over the lumen's
+    outlines as the *Vessel* group (or the SEG's segment; TID 1501 without either). The values are measured on the plane perpendicular to the
     centreline; the outline shows where.
 
 Private codes use the scheme ``99VOXA``, declared in the SR's Coding Scheme Identification
@@ -164,11 +166,18 @@ def build_vessel_sr(
     ``source_images`` are the analysed images, one per volume slice in the volume's order
     (headers suffice); ``seg`` the SEG of :func:`build_vessel_seg` (None: the groups reference
     no segment). ``finding_site`` names the vessel (e.g. ``codes.SCT.RightCoronaryArtery``)."""
+    from voxa.analysis.sr_regions import mask_regions
+
     if not source_images:
         raise OutputError("no source images")
     algorithm = hd.sr.AlgorithmIdentification(name=ALGORITHM_NAME, version=analysis.algorithm_version)
     series_uid = referenced_series_uid(seg, source_images)
     groups: list[Group | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations] = []
+    lumen = np.asarray(analysis.segmentation.mask, dtype=bool)
+    # the lumen outlined on the images (TID 1411 image regions: viewers can draw them), when the
+    # images are the mask's slices
+    lumen_regions = mask_regions(lumen, source_images) if lumen.shape[0] == len(source_images) and lumen.any() \
+        else None
 
     def m(name: Code, value: float, unit: Code, *, derivation: Code | None = None) -> hd.sr.Measurement:
         return measurement(name, value, unit, algorithm, derivation=derivation)
@@ -177,7 +186,7 @@ def build_vessel_sr(
         "Vessel", [m(codes.SCT.LengthOfVesselSegment, analysis.centerline.length_mm, UNIT_MM),
                    m(codes.DCM.LumenVolume, analysis.segmentation.volume_mm3, UNIT_MM3)],
         finding_type=codes.SCT.LumenOfBloodVessel, finding_site=finding_site, algorithm=algorithm, seg=seg,
-        segment_label=VESSEL_LUMEN, source_series_uid=series_uid))
+        segment_label=VESSEL_LUMEN, source_series_uid=series_uid, regions=lumen_regions))
     stenosis = analysis.stenosis
     if stenosis is not None:
         items = [
@@ -203,7 +212,7 @@ def build_vessel_sr(
         else:
             groups.append(measurement_group(
                 "Stenosis", items, finding_type=codes.SCT.Stenosis, finding_site=finding_site, algorithm=algorithm,
-                seg=seg, segment_label=VESSEL_LUMEN, source_series_uid=series_uid))
+                seg=seg, segment_label=VESSEL_LUMEN, source_series_uid=series_uid, regions=lumen_regions))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device_observer()),
         procedure_reported=procedure_reported, imaging_measurements=groups,

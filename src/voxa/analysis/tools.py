@@ -554,14 +554,18 @@ def _cardiac_outputs(volumes: Mapping[float, Volume], headers: Mapping[float, li
 
     ed = analysis.ed_phase_percent
     seg = None
+    masks = None
     notes: list[str] = []
     try:
         ed_images = images_in_volume_order(headers[ed], volumes[ed])
-        seg = build_cardiac_seg(ed_images, cardiac_label_masks(volumes, analysis))
+        masks = cardiac_label_masks(volumes, analysis)
+        seg = build_cardiac_seg(ed_images, masks)
     except OutputError as e:
         ed_images = headers[ed]
-        notes.append(f"no SEG: {e}")
-    return [*([seg] if seg is not None else []), build_cardiac_sr(analysis, ed_images, seg)], notes
+        masks = None
+        notes.append(f"no SEG, and the SR's groups are not outlined: {e}")
+    sr = build_cardiac_sr(analysis, ed_images, seg, masks=masks, ed_volume=volumes[ed])
+    return [*([seg] if seg is not None else []), sr], notes
 
 
 # --------------------------------------------------------------------------- vessels
