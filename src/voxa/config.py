@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     audit_coalesce_s: int = Field(
         300, ge=0, description="Repeated views of one study by one user from one address within this many seconds "
                                "make one audit record (a viewer fetches hundreds of frames per study).")
+    calcium_percentile_table: Path | None = Field(
+        None, description="CSV of Agatston score percentiles by sex, race and age band (header "
+                          "sex,race,age_min,age_max,percentile,agatston) for the calcium tool's percentile; Voxa "
+                          "ships none (see docs/analysis-risk.md): a site that has licensed a table sets its path.")
+    calcium_percentile_source: str = Field(
+        "", description="The percentile table's publication and licence, reported with every percentile.")
     celery_broker_url: str | None = Field(
         None, description="Broker of the Celery workers that run analyses (redis://host:6379/0); none: analyses "
                           "run in the server's own thread pool.  Workers: `voxa worker` with the same settings.")

@@ -121,8 +121,13 @@ def test_calcium_tool_matches_score_calcium_on_the_same_voxels(calcium_run: tupl
         z, r, c = lesion["centroid_voxel"]
         assert centroid == pytest.approx([-40.0 + 0.5 * c, -30.0 + 0.5 * r, 3.0 * z])
     assert got.pop("series_instance_uid") == SERIES
-    assert got.pop("parameters") == {"kvp": None, "mass_calibration": CALIBRATION, "max_lesion_volume_mm3": 3000.0,
-                                     "min_area_mm2": 1.0, "region": "auto"}
+    parameters = got.pop("parameters")
+    assert {k: parameters[k] for k in ("kvp", "mass_calibration", "max_lesion_volume_mm3", "min_area_mm2", "region")} \
+        == {"kvp": None, "mass_calibration": CALIBRATION, "max_lesion_volume_mm3": 3000.0, "min_area_mm2": 1.0,
+            "region": "auto"}
+    # no risk factors given: no risk; no percentile table configured: no percentile
+    assert got.pop("mesa_risk") is None and got.pop("percentile") is None
+    assert set(got.pop("patient")) == {"age_years", "sex", "race"}
     # the phantom is no chest: no heart region, the whole series is scored, and the notes say so
     assert got.pop("region") == {"mode": "auto", "applied": False, "volume_ml": None, "heart_centre_mm": None}
     region_notes = [n for n in got["notes"] if "region" in n]
@@ -547,3 +552,48 @@ def test_cardiac_tool_on_a_two_phase_heart(voxa_factory: Any) -> None:
     assert ed_uids and all(u.startswith(f"{SERIES}.{int(got['ed_phase_percent']) + 1}") for u in ed_uids), ed_uids
     values = _sr_numbers(_stored(v.runtime, result.outputs[1]["sop_instance_uid"]))
     assert float(values["Left ventricular ejection fraction by CT"]) == pytest.approx(direct.lv.ef_percent, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- calcium: percentile and MESA risk
+
+
+def test_calcium_tool_reports_percentile_and_mesa_risk(voxa_factory: Any, tmp_path: Path) -> None:
+    from voxa.analysis.cac_risk import RiskFactors, mesa_chd_risk
+
+    table = tmp_path / "percentiles.csv"
+    table.write_text("sex,race,age_min,age_max,percentile,agatston\n"
+                     "M,white,55,64,50,0\nM,white,55,64,75,50\nM,white,55,64,90,400\nM,any,45,85,50,10\n",
+                     encoding="utf-8")
+    v = voxa_factory(calcium_percentile_table=table, calcium_percentile_source="test table, not for clinical use")
+    ingest_series(v.archive, phantom_series(quadrant_phantom(mass_calibration=CALIBRATION), study_uid=STUDY,
+                                            series_uid=SERIES))
+    params = {"age_years": 60, "sex": "m", "race": "white", "total_cholesterol_mg_dl": 210,
+              "hdl_cholesterol_mg_dl": 45, "systolic_bp_mm_hg": "135", "current_smoker": "yes",
+              "antihypertensive_medication": True}
+    done = _run(v.runtime, "calcium", SERIES, params)
+    assert done.status is store.ResultStatus.DONE, done.error
+    got = done.result
+    agatston = got["agatston_total"]
+    assert 50 < agatston < 400  # between two points of the table's curve
+    assert got["percentile"] == {"value": pytest.approx(75 + 15 * (agatston - 50) / 350),
+                                 "source": "test table, not for clinical use", "requires_review": True}
+    want = mesa_chd_risk(agatston, RiskFactors(age_years=60, sex="M", race="white", total_cholesterol_mg_dl=210,
+                                               hdl_cholesterol_mg_dl=45, systolic_bp_mm_hg=135, current_smoker=True,
+                                               antihypertensive_medication=True))
+    risk = got["mesa_risk"]
+    assert risk["ten_year_chd_risk_percent"] == pytest.approx(want.ten_year_chd_risk_percent, rel=1e-12)
+    assert risk["requires_review"] is True and "McClelland" in risk["reference"]
+    assert risk["inputs"]["current_smoker"] is True and risk["inputs"]["diabetes"] is False
+
+    # a factor missing: no risk, and the notes say what is missing; the age from the series' header;
+    # a group the table lacks: no percentile
+    partial = _run(v.runtime, "calcium", SERIES, {"sex": "F", "race": "hispanic", "total_cholesterol_mg_dl": 190})
+    assert partial.status is store.ResultStatus.DONE, partial.error
+    assert partial.result["mesa_risk"] is None and partial.result["percentile"] is None
+    notes = " ".join(partial.result["notes"])
+    assert "no MESA risk: missing hdl_cholesterol_mg_dl, systolic_bp_mm_hg" in notes
+    age = partial.result["patient"]["age_years"]
+    assert age is not None and f"the reference table has no group for sex F, race hispanic, age {age:.0f}" in notes
+    with pytest.raises(tools.ParameterError, match="'current_smoker': expected true or false"):
+        tools.submit_analysis(v.runtime, tool="calcium", study_instance_uid=STUDY, series=SERIES,
+                              params={"current_smoker": "sometimes"}, created_by="tester")

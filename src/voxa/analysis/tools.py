@@ -107,6 +107,7 @@ class ParamType(enum.StrEnum):
     CHOICE = "choice"
     POINT = "point"  # patient (LPS) coordinates in mm: "x,y,z" or [x, y, z]
     BOX = "box"  # two opposite corners in patient mm: "x0,y0,z0,x1,y1,z1" or [[x,y,z], [x,y,z]]
+    BOOLEAN = "boolean"  # true/false, yes/no, 1/0
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,15 @@ class Parameter:
                 if text.lower() == choice.lower():
                     return choice
             raise ParameterError(self.name, f"must be one of {', '.join(self.choices)}, got {text!r}")
+        if self.type is ParamType.BOOLEAN:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "yes", "1", "y"):
+                return True
+            if text in ("false", "no", "0", "n"):
+                return False
+            raise ParameterError(self.name, f"expected true or false, got {value!r}")
         if self.type is ParamType.POINT:
             return self._numbers(value, 3, "a point x,y,z in mm")
         if self.type is ParamType.BOX:
@@ -462,7 +472,73 @@ def _run_calcium(runtime: Runtime, series_uids: Sequence[str], params: dict[str,
     elif score.lesions:
         notes.append("no lesion SR: its outlines need one stored image per slice")
     result["notes"] = [*result["notes"], *notes]
+    result.update(_calcium_risk(runtime, score.agatston_total, params, series.first, result["notes"]))
     return result, outputs
+
+
+_MESA_INPUTS = ("total_cholesterol_mg_dl", "hdl_cholesterol_mg_dl", "systolic_bp_mm_hg")
+_MESA_FLAGS = ("diabetes", "current_smoker", "lipid_lowering_medication", "antihypertensive_medication",
+               "family_history_of_mi")
+
+
+def _age_years(ds: Dataset) -> float | None:
+    """Patient's Age (0010,1010, e.g. 064Y), else from the birth date to the study date."""
+    age = str(ds.get("PatientAge", "") or "").strip().upper()
+    m = re.fullmatch(r"(\d{1,3})([DWMY])", age)
+    if m:
+        return int(m.group(1)) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[m.group(2)]
+    born, seen = str(ds.get("PatientBirthDate", "") or ""), str(ds.get("StudyDate", "") or "")
+    if re.fullmatch(r"\d{8}", born) and re.fullmatch(r"\d{8}", seen):
+        b, s = (int(x[:4]) + (int(x[4:6]) - 1) / 12.0 + (int(x[6:8]) - 1) / 365.25 for x in (born, seen))
+        return s - b if s >= b else None
+    return None
+
+
+def _calcium_risk(runtime: Runtime, agatston: float, params: dict[str, Any], first: Dataset,
+                  notes: list[str]) -> dict[str, Any]:
+    """The score's percentile (with a configured reference table) and the MESA 10-year CHD risk
+    (with the risk factors), both decision support; what is missing goes to ``notes``."""
+    from voxa.analysis.cac_risk import RiskFactors, calcium_percentile, load_percentile_table, mesa_chd_risk
+
+    age = params["age_years"] if params["age_years"] is not None else _age_years(first)
+    sex = params["sex"]
+    if sex is None and str(first.get("PatientSex", "")).upper() in ("M", "F"):
+        sex = str(first.PatientSex).upper()
+    race = params["race"]
+    out: dict[str, Any] = {"percentile": None, "mesa_risk": None,
+                           "patient": {"age_years": age, "sex": sex, "race": race}}
+    table_path = runtime.settings.calcium_percentile_table
+    if table_path is not None:
+        if age is None or sex is None or race is None:
+            notes.append("no percentile: it needs the patient's age, sex and race (parameters age_years, sex, race)")
+        else:
+            try:
+                table = load_percentile_table(table_path, runtime.settings.calcium_percentile_source)
+            except (OSError, ValueError) as e:
+                raise AnalysisError(f"the calcium percentile table cannot be read: {e}") from None
+            value = calcium_percentile(agatston, age_years=age, sex=sex, race=race, table=table)
+            if value is None:
+                notes.append(f"no percentile: the reference table has no group for sex {sex}, race {race}, "
+                             f"age {age:.0f}")
+            else:
+                out["percentile"] = {"value": value, "source": table.source, "requires_review": True}
+    given = [k for k in _MESA_INPUTS if params[k] is not None]
+    if given:
+        missing = [k for k in _MESA_INPUTS if params[k] is None]
+        missing += [k for k, v in (("age_years", age), ("sex", sex), ("race", race)) if v is None]
+        if missing:
+            notes.append(f"no MESA risk: missing {', '.join(missing)}")
+        else:
+            factors = RiskFactors(age_years=float(age or 0.0), sex=str(sex), race=str(race),
+                                  **{k: params[k] for k in _MESA_INPUTS}, **{k: bool(params[k]) for k in _MESA_FLAGS})
+            try:
+                risk = mesa_chd_risk(agatston, factors)
+            except ValueError as e:
+                raise AnalysisError(f"MESA risk: {e}") from None
+            out["mesa_risk"] = {"ten_year_chd_risk_percent": risk.ten_year_chd_risk_percent,
+                                "reference": risk.reference, "notes": list(risk.notes), "requires_review": True,
+                                "inputs": dataclasses.asdict(factors)}
+    return out
 
 
 # --------------------------------------------------------------------------- cardiac
@@ -725,19 +801,38 @@ def _registry() -> dict[str, Tool]:
                  P("region", T.CHOICE, "Where lesions are looked for: auto, the heart region (the mediastinum "
                    "between the lungs, in front of the spine; it leaves out the table, ribs, sternum and spine); "
                    "none, the whole series.", default="auto", choices=("auto", "none")),
+                 P("age_years", T.NUMBER, "Patient's age, for the percentile and the MESA risk. Default: the "
+                   "series' PatientAge, or from PatientBirthDate to StudyDate.", unit="a", minimum=18.0,
+                   maximum=120.0),
+                 P("sex", T.CHOICE, "For the percentile and the MESA risk. Default: the series' PatientSex when M "
+                   "or F.", choices=("M", "F")),
+                 P("race", T.CHOICE, "Race/ethnicity group of the MESA cohort, for the percentile and the MESA "
+                   "risk.", choices=("white", "chinese", "black", "hispanic")),
+                 P("total_cholesterol_mg_dl", T.NUMBER, "For the MESA 10-year CHD risk (McClelland 2015).",
+                   unit="mg/dL", minimum=50.0, maximum=1000.0),
+                 P("hdl_cholesterol_mg_dl", T.NUMBER, "For the MESA risk.", unit="mg/dL", minimum=5.0,
+                   maximum=300.0),
+                 P("systolic_bp_mm_hg", T.NUMBER, "For the MESA risk.", unit="mm[Hg]", minimum=50.0, maximum=300.0),
+                 P("diabetes", T.BOOLEAN, "For the MESA risk.", default=False),
+                 P("current_smoker", T.BOOLEAN, "For the MESA risk.", default=False),
+                 P("lipid_lowering_medication", T.BOOLEAN, "For the MESA risk.", default=False),
+                 P("antihypertensive_medication", T.BOOLEAN, "For the MESA risk.", default=False),
+                 P("family_history_of_mi", T.BOOLEAN, "Myocardial infarction in a parent, sibling or child; for "
+                   "the MESA risk.", default=False),
              ), _run_calcium, CALCIUM_VERSION, outputs=("SEG", "SR", "SR")),
         Tool("cardiac", "Cardiac function",
              "LV/RV volumes, ejection fraction, cardiac output, LV mass, AHA wall thickness and atrial volumes from "
-             "a multi-phase (ECG-gated, contrast) cardiac CT series.",
+             "a multi-phase (ECG-gated, contrast) cardiac CT series; writes a DICOM SEG of the chambers at end-diastole "
+             "and a TID 1500 SR.",
              "CT", (
                  P("heart_rate_bpm", T.NUMBER, "Heart rate, for cardiac output. Default: the series' HeartRate "
                    "(0018,1088) when present.", unit="bpm", minimum=20.0, maximum=300.0),
                  P("sex", T.CHOICE, "Selects the normal ranges. Default: the series' PatientSex when M or F.",
                    choices=("M", "F")),
-             ), _run_cardiac, CARDIAC_VERSION),
+             ), _run_cardiac, CARDIAC_VERSION, outputs=("SEG", "SR")),
         Tool("vessels", "Vessel analysis",
              "Lumen segmentation from a start point, centreline to an end point, cross-section diameters and "
-             "NASCET-style stenosis on a CTA series; writes a DICOM SEG of the lumen.",
+             "NASCET-style stenosis on a CTA series; writes a DICOM SEG of the lumen and a TID 1500 SR.",
              "CT", (
                  P("start", T.POINT, "Start point inside the lumen, patient coordinates (LPS).", unit="mm",
                    required=True),
@@ -746,7 +841,7 @@ def _registry() -> dict[str, Tool]:
                  P("hu_max", T.NUMBER, "Highest HU of contrast-filled lumen.", unit="HU", default=1000.0),
                  P("reference_diameter_mm", T.NUMBER, "Healthy diameter for the stenosis grade; default: measured "
                    "proximal and distal to the narrowing.", unit="mm", positive=True),
-             ), _run_vessels, VESSELS_VERSION, outputs=("SEG",)),
+             ), _run_vessels, VESSELS_VERSION, outputs=("SEG", "SR")),
         Tool("measure", "Region measurement",
              "HU statistics of a box and/or the volume of the voxels within a threshold range (in the box, or the "
              "whole series).",
