@@ -174,6 +174,7 @@ def test_calcium_seg_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp
         assert item.AnatomicRegionSequence[0].CodingSchemeDesignator == "SCT"
         assert item.SegmentedPropertyTypeCodeSequence[0].CodeValue == "18115005"
         assert item.SegmentAlgorithmType == "AUTOMATIC"
+        assert len(item.RecommendedDisplayCIELabValue) == 3  # viewers draw it in the same colour
     # the segments hold exactly the scored voxels of each artery
     sources = [f"{SERIES}.{k + 1}" for k in range(8)]
     masks = seg.get_pixels_by_source_instance(sources)

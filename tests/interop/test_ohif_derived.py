@@ -837,12 +837,37 @@ def _show_report(b: Browser, study_uid: str, series_number: int, groups: dict[st
     return {"annotations": len(annotations), "text": text, "image": drawn["imageId"].split("/instances/")[-1]}
 
 
+def _show_seg(b: Browser, series_number: int, labels: list[str], name: str) -> dict[str, Any]:
+    """In the open study, double-click the SEG (answering OHIF's prompt): its segments listed and,
+    after a click on the first, its colour drawn over the image."""
+    page = b.page
+    page.dblclick(f'[data-series="{series_number}"]')
+    prompt = page.get_by_text("Do you want to open this Segmentation?")
+    b.poll(f"OHIF neither offers to open the {name} nor loads it", 30,
+           lambda: prompt.is_visible() or page.evaluate(_SEGMENTATIONS_JS), f"11-{name}-prompt.png")
+    if prompt.is_visible():
+        page.get_by_role("button", name="Yes").click()
+    segmentations = b.poll(f"OHIF did not load the {name}'s segments", 60,
+                           lambda: [s for s in page.evaluate(_SEGMENTATIONS_JS) if len(s["segments"]) == len(labels)],
+                           f"11-{name}-not-loaded.png")
+    assert [s["label"] for s in segmentations[0]["segments"]] == labels, segmentations
+    if not page.get_by_text(labels[0], exact=True).first.is_visible():
+        page.click('[data-cy="panelSegmentation-btn"]')
+    page.get_by_text(labels[0], exact=True).first.click()
+    shown = b.poll(f"the {name}'s first segment is not drawn over the image", 30,
+                   lambda: [v for v in b.viewport_stats(0) if v["coloured"] >= MIN_SEGMENT_PIXELS],
+                   f"11-{name}.png")[0]
+    b.shot(f"11-{name}.png")
+    return {"segments": [s["label"] for s in segmentations[0]["segments"]], "coloured": shown["coloured"]}
+
+
 @pytest.mark.slow
 @pytest.mark.interop
 @pytest.mark.timeout(400)
 def test_ohif_shows_cardiac_and_vessel_reports(voxa_factory: Any, browser_ready: Path, tmp_path: Path) -> None:
-    """The cardiac tool's SR (chambers, myocardium, AHA segments) and the vessels tool's SR (lumen,
-    stenosis), each on its own phantom study: OHIF loads every group and draws the values."""
+    """The cardiac tool's SEG and SR (chambers, myocardium, AHA segments) and the vessels tool's
+    SEG and SR (lumen, stenosis), each on its own phantom study: OHIF loads every group of the
+    reports and draws the values, and draws the SEGs' segments."""
     from analysis.phantom_series import ingest_series, volume_series
 
     from voxa.testing.heart_phantom import beating_heart_phantom
@@ -886,8 +911,11 @@ def test_ohif_shows_cardiac_and_vessel_reports(voxa_factory: Any, browser_ready:
             b.sign_in(*voxa.auth)
             summary["cardiac"] = _show_report(b, heart_study, 921, cardiac_groups, "ml", "cardiac-sr")
             assert any("Left ventricular ejection fraction" in t or "ml" in t for t in summary["cardiac"]["text"])
+            summary["cardiac seg"] = _show_seg(b, 920, ["LV blood pool", "RV blood pool", "LA", "RA", "LV myocardium"],
+                                               "cardiac-seg")
             summary["vessels"] = _show_report(b, vessel_study, 915, vessel_groups, "mm", "vessel-sr",
                                               min_nonblack=0.005)  # a thin tube on a dark background
+            summary["vessel seg"] = _show_seg(b, 912, ["Vessel lumen"], "vessel-seg")
             b.assert_clean()
         finally:
             b.save_logs("cardiac-vessel-")

@@ -398,6 +398,38 @@ def test_frames(voxa_factory: Any) -> None:
         assert http.get(url + "/frames/a").status_code == 400
 
 
+def test_bit_packed_frames_off_byte_boundaries(voxa_factory: Any) -> None:
+    """A binary SEG-like instance of 5x5 frames (25 bits: frames packed back to back, most
+    starting inside a byte): each frame comes back as its own bits from bit 0, zero-padded."""
+    from pydicom.pixels import pack_bits
+
+    v = voxa_factory(http=True)
+    xa = xa_run(2, frames=1, size=8)
+    [ds] = list(xa.datasets())
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 2, size=(3, 5, 5), dtype=np.uint8)
+    ds.Rows = ds.Columns = 5
+    ds.NumberOfFrames = 3
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = pack_bits(frames)
+    for keyword in ("WindowCenter", "WindowWidth", "FrameIncrementPointer", "FrameTime"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    _ingest(v.archive, [ds])
+    url = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+    with _http(v) as http:
+        r = http.get(url + "/frames/1,2,3",
+                     headers={"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"})
+        assert r.status_code == 200, r.text
+        parts = [body for _, body in _parts(r)]
+    assert [len(p) for p in parts] == [4, 4, 4]  # 25 bits -> 4 bytes each
+    for frame, body in zip(frames, parts, strict=True):
+        bits = np.unpackbits(np.frombuffer(body, dtype=np.uint8), bitorder="little")
+        assert bits[:25].tolist() == frame.ravel().tolist()
+        assert not bits[25:].any()
+
+
 # -- rendered --------------------------------------------------------------------------------------
 
 

@@ -89,6 +89,19 @@ class Segment:
     property_type: Code
     anatomic_region: Code | None = None
     tracking_id: str | None = None
+    color: str | None = None  # "#rrggbb"; None: the n-th colour of SEGMENT_COLORS
+
+
+#: Recommended display colours (sRGB, written as CIELab) for segments without their own: distinct
+#: hues that read well over a grey CT, so every viewer draws the segments alike.
+SEGMENT_COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+                  "#fabed4", "#469990")
+
+
+def _display_color(segment: Segment, number: int) -> hd.color.CIELabColor:
+    hex_colour = (segment.color or SEGMENT_COLORS[(number - 1) % len(SEGMENT_COLORS)]).lstrip("#")
+    r, g, b = (int(hex_colour[i:i + 2], 16) for i in (0, 2, 4))
+    return hd.color.CIELabColor.from_rgb(r, g, b)
 
 
 def to_bytes(ds: Dataset) -> bytes:
@@ -142,7 +155,8 @@ def build_segmentation(
             segment_number=n, segment_label=s.label, segmented_property_category=s.category,
             segmented_property_type=s.property_type, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, tracking_uid=hd.UID() if s.tracking_id else None,
-            tracking_id=s.tracking_id, anatomic_regions=[s.anatomic_region] if s.anatomic_region else None)
+            tracking_id=s.tracking_id, anatomic_regions=[s.anatomic_region] if s.anatomic_region else None,
+            display_color=_display_color(s, n))
         for n, s in enumerate(segments, start=1)
     ]
     seg = hd.seg.Segmentation(

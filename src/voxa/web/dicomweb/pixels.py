@@ -176,12 +176,9 @@ class InstanceFile:
             return bytes(eot), bytes(eotl)
         return None
 
-    def native_frame_length(self) -> int:
+    def native_frame_bits(self) -> int:
         total_bits = get_expected_length(self.ds, "pixels") * int(self.ds.BitsAllocated)
-        frame_bits = total_bits // self.number_of_frames
-        if frame_bits % 8:
-            raise TranscodeError("bit-packed frames that do not end on a byte boundary")
-        return frame_bits // 8
+        return total_bits // self.number_of_frames
 
     def encoded_frame(self, index: int) -> bytes:
         """Frame ``index`` (0-based) as stored: the compressed bitstream for encapsulated
@@ -191,7 +188,10 @@ class InstanceFile:
         if self.encapsulated:
             return get_frame(buf, index, number_of_frames=self.number_of_frames,
                              extended_offsets=self._extended_offsets())
-        length = self.native_frame_length()
+        frame_bits = self.native_frame_bits()
+        if frame_bits % 8:
+            return self._bit_packed_frame(buf, index, frame_bits)
+        length = frame_bits // 8
         buf.seek(buf.tell() + index * length)
         data = buf.read(length)
         if len(data) != length:
@@ -200,6 +200,21 @@ class InstanceFile:
             width = int(self.ds.BitsAllocated) // 8
             data = np.frombuffer(data, dtype=f">u{width}").astype(f"<u{width}").tobytes()
         return data
+
+    def _bit_packed_frame(self, buf: BinaryIO, index: int, frame_bits: int) -> bytes:
+        """A 1-bit frame that does not start on a byte boundary in the stored Pixel Data (a binary
+        SEG whose rows x columns is not a multiple of 8: frames are packed back to back), as its
+        own bytes: its first pixel in bit 0 of the first byte, the last byte padded with zero
+        bits, as PS3.18 returns bit-packed frames."""
+        start_bit = index * frame_bits
+        first, last = start_bit // 8, (start_bit + frame_bits + 7) // 8
+        buf.seek(buf.tell() + first)
+        data = buf.read(last - first)
+        if len(data) != last - first:
+            raise TranscodeError(f"frame {index + 1} is truncated in the stored file")
+        bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
+        offset = start_bit - 8 * first
+        return np.packbits(bits[offset:offset + frame_bits], bitorder="little").tobytes()
 
     def decoded_frame(self, index: int, *, as_rgb: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
         """Frame ``index`` decoded to an array, with pydicom's description of it (the
