@@ -60,12 +60,16 @@ Method (details, units and accuracy in ``docs/analysis-cardiac.md``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -79,6 +83,9 @@ from voxa.analysis.cardiac_reference import (
     normalise_sex,
 )
 from voxa.imaging.volume import Volume
+
+_T = TypeVar("_T")
+_A = TypeVar("_A")
 
 ALGORITHM_VERSION = "voxa-cardiac-1.0"
 
@@ -790,6 +797,16 @@ def _myocardium(
 # the engine
 
 
+def _map_phases(fn: Callable[[_A], _T], args: Sequence[_A]) -> list[_T]:
+    """``fn`` over the phases (in order), two at a time where there are cores for it: the
+    per-phase work is NumPy and SciPy, which release the GIL, and the phases are independent."""
+    workers = min(2, os.cpu_count() or 1, len(args))
+    if workers < 2:
+        return [fn(a) for a in args]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voxa-cardiac") as pool:
+        return list(pool.map(fn, args))
+
+
 def analyse_cardiac_function(
     phases: Mapping[float, Volume] | Sequence[tuple[float, Volume]],
     *,
@@ -866,7 +883,8 @@ def analyse_cardiac_function(
     voxel_ml = first.voxel_volume_ml
     for _ in range(4):
         ref = _Reference((slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])), coarse, nearest, factors)
-        segs = [_segment_phase(v, ref, blood_window) for _, v in items]
+        segs = _map_phases(functools.partial(_segment_phase, ref=ref, blood_window=blood_window),
+                           [v for _, v in items])
         inner = {(axis, side) for sg in segs for (c, axis, side, at_fov) in sg.edge if c in chosen and not at_fov}
         if not inner:
             break
@@ -907,20 +925,28 @@ def analyse_cardiac_function(
         weights = np.array([sg.counts[c] for c in chambers if c in sg.centroids], dtype=np.float64)
         return first.index_to_patient(np.average(np.stack(pts), axis=0, weights=weights))
 
-    myo: dict[str, _Myocardium] = {}
-    grid_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    for name, i in (("ED", ed_i), ("ES", es_i)):
+    def wall(name_and_index: tuple[str, int]) -> tuple[_Myocardium, tuple[float, float, float], list[str]]:
+        name, i = name_and_index
         sg = segs[i]
-        myo[name], grid_mm = _myocardium(
+        own_notes: list[str] = []  # kept apart: ED's and ES's run side by side
+        found, grid = _myocardium(
             items[i][1], sg,
             blood_window=blood_window,
             myocardium_window=myo_window,
             max_wall_mm=wall_search_mm,
             atria_centroid_lps=centroid_lps(sg, (Chamber.LA, Chamber.RA)),
             rv_centroid_lps=centroid_lps(sg, (Chamber.RV,)),
-            notes=notes,
+            notes=own_notes,
             label=f"{name} ({items[i][0]:g}%)",
         )
+        return found, grid, own_notes
+
+    myo: dict[str, _Myocardium] = {}
+    grid_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    for (name, _), (found, grid, own_notes) in zip(
+            (("ED", ed_i), ("ES", es_i)), _map_phases(wall, [("ED", ed_i), ("ES", es_i)]), strict=True):
+        myo[name], grid_mm = found, grid
+        notes.extend(own_notes)
     mass_ed = myo["ED"].volume_ml * MYOCARDIAL_DENSITY_G_PER_ML
     mass_es = myo["ES"].volume_ml * MYOCARDIAL_DENSITY_G_PER_ML
     if mass_ed > 0 and abs(mass_es - mass_ed) > 0.1 * mass_ed:
