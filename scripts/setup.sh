@@ -60,11 +60,12 @@ as_root() {
 # --------------------------------------------------------------------------
 # Packages checked with dpkg. nodejs/npm and chromium are checked by command
 # instead: NodeSource's nodejs package provides npm and conflicts with
-# Debian's npm package.
+# Debian's npm package. The fonts let headless Chromium draw every language of
+# the web application (Droid Sans Fallback: Chinese, Japanese; Lohit: Hindi).
 APT_PACKAGES=(
     python3 python3-venv python3-dev build-essential git curl ca-certificates
     zip unzip dcmtk orthanc orthanc-dicomweb postgresql redis-server
-    dicom3tools libgl1 fonts-liberation
+    dicom3tools libgl1 fonts-liberation fonts-droid-fallback fonts-lohit-deva
 )
 # services whose packages must never start on install
 SERVICE_PACKAGES=(orthanc postgresql redis-server)
