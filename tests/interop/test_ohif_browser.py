@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +29,16 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from support import skip_or_fail
+from support.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP, rendered, require_chromium, wait_for_viewports
 
 from voxa.testing.synthetic import SyntheticStudy, dataset_to_bytes, demo_studies
 from voxa.web.routes import ohif
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ohif"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-dev-shm-usage",
-]  # fmt: skip
-VIEWPORT = {"width": 1400, "height": 900}
-
-# a viewport "holds an image" when its canvas pixels vary this much (grey levels 0-255) ...
-MIN_PIXEL_STD = 12.0
-# ... and at least this share of them is not black (the CT body, not only a few overlay pixels).
+VIEWPORT = DESKTOP
 # The demo CT in this test covers 80 mm of a 358 mm field, so its sagittal and coronal planes are
-# a band across a tall viewport: about 4-6 % of it; overlay text alone stays well under 1 %.
-MIN_NONBLACK_SHARE = 0.02
+# a band across a tall viewport: about 4-6 % of it (tests/support/browser.py's MIN_NONBLACK_SHARE
+# of 2 % accepts them); overlay text alone stays well under 1 %.
 
 
 # --------------------------------------------------------------------------- serving, no browser
@@ -190,12 +180,7 @@ def test_installed_build_is_rebased() -> None:
 @pytest.fixture
 def browser_ready() -> Path:
     """The installed viewer's dist folder; skips (or fails) when Chromium, Playwright or the viewer is missing."""
-    if not CHROMIUM.exists():
-        skip_or_fail(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        skip_or_fail("the playwright Python package is not installed (pip install -e '.[test]')")
+    require_chromium()
     dist = ohif.ohif_dir()
     if ohif.installed_version(dist) is None:
         skip_or_fail(f"the OHIF viewer is not installed in {dist} (bash scripts/install_ohif.sh)")
@@ -212,65 +197,8 @@ def _ingest(voxa: Any, study: SyntheticStudy) -> int:
 
 # Each cornerstone viewport's canvas, drawn into a 2D canvas and summarised: size, mean, standard
 # deviation and share of non-black pixels (grey levels 0-255); and the load state of each volume.
-_VIEWPORT_PIXELS_JS = """
-() => {
-  const cs = window.cornerstone;
-  if (!cs || !cs.getRenderingEngines) return {viewports: [], volumes: []};
-  const viewports = [];
-  for (const engine of cs.getRenderingEngines() || []) {
-    for (const vp of engine.getViewports()) {
-      const canvas = vp.getCanvas ? vp.getCanvas() : vp.canvas;
-      const item = {id: vp.id, type: String(vp.type), width: canvas ? canvas.width : 0,
-                    height: canvas ? canvas.height : 0, mean: 0, std: 0, nonblack: 0};
-      viewports.push(item);
-      if (!canvas || !canvas.width || !canvas.height) continue;
-      const w = Math.min(canvas.width, 400), h = Math.min(canvas.height, 400);
-      const probe = document.createElement('canvas');
-      probe.width = w; probe.height = h;
-      const ctx = probe.getContext('2d', {willReadFrequently: true});
-      ctx.drawImage(canvas, 0, 0, w, h);
-      const d = ctx.getImageData(0, 0, w, h).data;
-      let n = 0, s = 0, s2 = 0, nonblack = 0;
-      for (let i = 0; i < d.length; i += 4) {
-        const g = (d[i] + d[i + 1] + d[i + 2]) / 3;
-        n++; s += g; s2 += g * g; if (g > 16) nonblack++;
-      }
-      item.mean = Math.round(s / n * 10) / 10;
-      item.std = Math.round(Math.sqrt(Math.max(0, s2 / n - (s / n) * (s / n))) * 10) / 10;
-      item.nonblack = Math.round(nonblack / n * 1000) / 1000;
-    }
-  }
-  const volumes = ((cs.cache && cs.cache.getVolumes && cs.cache.getVolumes()) || []).map(v => ({
-    id: v.volumeId, loaded: Boolean(v.loadStatus && v.loadStatus.loaded),
-    frames: v.framesProcessed === undefined ? null : v.framesProcessed,
-    total: v.totalNumFrames === undefined ? null : v.totalNumFrames,
-  }));
-  return {viewports, volumes};
-}
-"""
-
-
-def _rendered(stats: dict[str, Any]) -> list[dict[str, Any]]:
-    return [v for v in stats["viewports"] if v["std"] >= MIN_PIXEL_STD and v["nonblack"] >= MIN_NONBLACK_SHARE]
-
-
-def _wait_for_viewports(page: Any, count: int, timeout_s: float, problems: Callable[[], str], *,
-                        volumes_loaded: bool = False) -> dict[str, Any]:
-    """Poll until ``count`` viewport canvases hold an image (and, with ``volumes_loaded``, every
-    volume has all its frames); the last statistics, taken after one more frame has been drawn."""
-    deadline = time.monotonic() + timeout_s
-    stats: dict[str, Any] = {"viewports": [], "volumes": []}
-    while time.monotonic() < deadline:
-        stats = page.evaluate(_VIEWPORT_PIXELS_JS)
-        ready = len(_rendered(stats)) >= count
-        if volumes_loaded:
-            ready = ready and bool(stats["volumes"]) and all(v["loaded"] for v in stats["volumes"])
-        if ready:
-            page.wait_for_timeout(1000)  # the last slices are drawn after the volume is complete
-            return page.evaluate(_VIEWPORT_PIXELS_JS)  # type: ignore[no-any-return]
-        page.wait_for_timeout(1000)
-    pytest.fail(f"after {timeout_s:.0f} s, {len(_rendered(stats))} of {count} viewports hold an image "
-                f"(volumes: {stats['volumes']}); viewports: {json.dumps(stats['viewports'])}; {problems()}")
+_rendered = rendered
+_wait_for_viewports = wait_for_viewports
 
 
 @pytest.mark.slow

@@ -44,19 +44,14 @@ import numpy as np
 import pydicom
 import pytest
 from support import skip_or_fail
+from support.browser import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 from voxa.analysis import results as analysis_results
 from voxa.analysis import tools
 from voxa.testing.synthetic import ct_chest, dataset_to_bytes
 from voxa.web.routes import ohif
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ohif-derived"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-dev-shm-usage",
-]  # fmt: skip
 VIEWPORT: Any = {"width": 1400, "height": 900}  # a playwright ViewportSize
 SEG_SERIES_NUMBER = 910  # voxa.analysis.dicom_outputs.CALCIUM_SEG_SERIES_NUMBER
 CALCIUM_SR_SERIES_NUMBER = 911  # voxa.analysis.dicom_outputs.CALCIUM_SR_SERIES_NUMBER
@@ -82,12 +77,7 @@ TABLE_Y_MM = 135.0
 @pytest.fixture
 def browser_ready() -> Path:
     """The installed viewer's dist folder; skips (or fails) when Chromium, Playwright or the viewer is missing."""
-    if not CHROMIUM.exists():
-        skip_or_fail(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        skip_or_fail("the playwright Python package is not installed (pip install -e '.[test]')")
+    require_chromium()
     dist = ohif.ohif_dir()
     if ohif.installed_version(dist) is None:
         skip_or_fail(f"the OHIF viewer is not installed in {dist} (bash scripts/install_ohif.sh)")
