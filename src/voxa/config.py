@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     audit_coalesce_s: int = Field(
         300, ge=0, description="Repeated views of one study by one user from one address within this many seconds "
                                "make one audit record (a viewer fetches hundreds of frames per study).")
+    volume_cache_max_gb: float = Field(
+        20.0, ge=0, description="Disk space for the volume cache (<data_dir>/cache/volumes, assembled series for MPR, "
+                                "3D and analyses); the least recently used volumes are removed beyond it. 0: no cache.")
     calcium_percentile_table: Path | None = Field(
         None, description="CSV of Agatston score percentiles by sex, race and age band (header "
                           "sex,race,age_min,age_max,percentile,agatston) for the calcium tool's percentile; Voxa "
@@ -198,6 +201,10 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "storage"
+
+    @property
+    def volume_cache_max_bytes(self) -> int:
+        return int(self.volume_cache_max_gb * 1e9)
 
     def peer_by_aet(self, aet: str) -> PeerSettings | None:
         for p in self.peers:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +299,50 @@ def test_native_pixel_fast_path_equals_pydicom_on_its_test_files() -> None:
             compared += 1
             assert fast.dtype == reference.dtype and np.array_equal(fast, reference), path
     assert compared >= 5
+
+
+def test_volume_cache_is_bounded_least_recently_used_first(tmp_path: Path) -> None:
+    """Beyond max_cache_bytes the least recently used volumes go; a deleted series' volume goes at
+    the next write; max_cache_bytes=0 keeps nothing."""
+    from voxa.archive.attributes import Level
+    from voxa.archive.identifiers import series_public_id
+
+    archive = open_archive(Settings(data_dir=tmp_path / "data", fsync=False))
+    cache = tmp_path / "data" / "cache" / "volumes"
+    series = {name: f"2.25.77{k}" for k, name in enumerate("ABCD")}
+    try:
+        for uid in series.values():
+            for n in range(1, 5):
+                assert archive.ingest(dataset_to_bytes(_ct(n, z=float(n), series=uid, rows=32))).ok
+        one = 4 * 32 * 34 * 4 + 128  # float32 voxels plus the .npy header
+        limit = 2 * one + one // 2  # room for two volumes
+
+        def load(name: str) -> None:
+            load_series_volume(archive, series[name], background_cache_write=False, max_cache_bytes=limit)
+
+        def cached() -> set[str]:
+            return {name for name, uid in series.items() if (cache / f"{uid}.json").exists()}
+
+        load("A")
+        load("B")
+        assert cached() == {"A", "B"}
+        old = time.time() - 100
+        for name in ("A", "B"):  # A used earlier than B
+            os.utime(cache / f"{series[name]}.json", (old, old - (10 if name == "A" else 0)))
+        load("A")  # a hit: A is now the most recently used
+        load("C")  # over the limit: B, the least recently used, goes
+        assert cached() == {"A", "C"}
+        assert len(list(cache.glob("*.npy"))) == 2
+
+        # series A deleted from the archive: its volume goes at the next write
+        assert archive.delete(Level.SERIES, series_public_id("P1", "2.25.1000", series["A"])) == 4
+        load("D")
+        assert cached() == {"C", "D"}
+
+        # no cache at all
+        for f in cache.iterdir():
+            f.unlink()
+        load_series_volume(archive, series["C"], background_cache_write=False, max_cache_bytes=0)
+        assert not any(cache.iterdir())
+    finally:
+        archive.close()

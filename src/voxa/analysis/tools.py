@@ -261,7 +261,7 @@ def _load_volume(runtime: Runtime, series_uid: str, progress: Progress) -> _Seri
 
     progress("loading series", 2.0)
     locations = _locations(runtime, series_uid)
-    volume = load_series_volume(runtime.archive, series_uid)
+    volume = load_series_volume(runtime.archive, series_uid, max_cache_bytes=runtime.settings.volume_cache_max_bytes)
     progress("reading headers", 15.0)
     by_uid = {loc.sop_instance_uid: loc for loc in locations}
     uids = volume.sop_instance_uids
@@ -740,7 +740,8 @@ def _run_measure(runtime: Runtime, series_uids: Sequence[str], params: dict[str,
     if high is not None and low is not None and high < low:
         raise ParameterError("threshold_max", f"must not be below threshold ({low:g})")
     progress("loading series", 5.0)
-    volume = load_series_volume(runtime.archive, series_uids[0])
+    volume = load_series_volume(runtime.archive, series_uids[0],
+                                max_cache_bytes=runtime.settings.volume_cache_max_bytes)
     progress("measuring", 60.0)
     box = _box_indices(volume, roi) if roi is not None else (slice(0, volume.shape[0]), slice(0, volume.shape[1]),
                                                               slice(0, volume.shape[2]))

@@ -8,6 +8,11 @@ Cache layout under ``cache_dir`` (default ``<data_dir>/cache/volumes/``), per se
 The fingerprint is a SHA-256 of the sorted (SOP Instance UID, blob key) pairs and the assembly
 options, so adding, removing or replacing an instance rebuilds the volume. Both files are written
 to a temporary name and renamed (the JSON last), so a reader never sees a half-written entry.
+
+The cache is bounded (``max_cache_bytes``, the setting ``volume_cache_max_gb``): after each write,
+the least recently used entries are removed until the ``.npy`` files fit (a hit touches the
+entry's JSON, so its modification time is its last use), and so are the entries of series
+that are no longer stored. A removed file that a reader still maps stays readable (POSIX).
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ def _from_cache(folder: Path, series_uid: str, fingerprint: str) -> Volume | Non
         if meta.get("format") != _CACHE_FORMAT or meta.get("fingerprint") != fingerprint:
             return None
         voxels = np.load(folder / meta["voxels"], mmap_mode="r")
+        os.utime(meta_path)  # its last use, for the least-recently-used clean-up
     except (OSError, ValueError, KeyError):
         return None
     if list(voxels.shape) != meta["shape"] or voxels.dtype != np.float32:
@@ -134,11 +140,13 @@ def load_series_volume(
     uneven: UnevenPolicy = "resample",
     tilt: TiltPolicy = "resample",
     background_cache_write: bool = True,
+    max_cache_bytes: int | None = None,
 ) -> Volume:
     """The series as a :class:`Volume`, from the cache when its instances have not changed.
 
     A freshly assembled volume is returned at once and written to the cache in the
-    background (``background_cache_write=False``: before returning, as a memory map).
+    background (``background_cache_write=False``: before returning, as a memory map); then the
+    cache is trimmed to ``max_cache_bytes`` (None: no limit; 0: nothing is kept).
 
     A cached volume's ``voxels`` is a read-only :class:`numpy.memmap`. Raises
     :class:`~voxa.imaging.assemble.AssemblyError` when the series has no instances or cannot
@@ -161,12 +169,15 @@ def load_series_volume(
         return cached
     volume = volume_from_datasets((_read_dataset(archive, loc) for loc in locations), uneven=uneven, tilt=tilt)
     volume.voxels.flags.writeable = False  # shared with the cache writer, as the memmap would be
+    if max_cache_bytes == 0:
+        return volume
+    trim = _Trim(archive, max_cache_bytes)
     if not background_cache_write:
-        _store_logged(folder, series_uid, fingerprint, volume)
+        _store_logged(folder, series_uid, fingerprint, volume, trim)
         return _from_cache(folder, series_uid, fingerprint) or volume
     # Writing 300 MB of voxels takes a good part of a second: the caller gets the volume now,
     # a second load of the series waits for the write and then maps the file.
-    writer = threading.Thread(target=_store_logged, args=(folder, series_uid, fingerprint, volume),
+    writer = threading.Thread(target=_store_logged, args=(folder, series_uid, fingerprint, volume, trim),
                               name=f"volume-cache-{series_uid[-12:]}", daemon=True)
     with _pending_lock:
         _pending[key] = writer
@@ -186,9 +197,59 @@ def flush_cache_writes(timeout_s: float | None = None) -> None:
         writer.join(timeout_s)
 
 
-def _store_logged(folder: Path, series_uid: str, fingerprint: str, volume: Volume) -> None:
+class _Trim:
+    """What the clean-up after a write needs: the archive (which series are stored) and the limit."""
+
+    def __init__(self, archive: Archive, max_bytes: int | None):
+        self.archive = archive
+        self.max_bytes = max_bytes
+
+    def __call__(self, folder: Path, keep: str) -> None:
+        trim_cache(folder, self.max_bytes, keep=keep, stored=self._stored)
+
+    def _stored(self, series_uid: str) -> bool:
+        try:
+            return bool(self.archive.index.locate(series_uid=series_uid))
+        except Exception:  # noqa: BLE001 - the index unreachable (closing): remove nothing for it
+            return True
+
+
+def trim_cache(folder: Path, max_bytes: int | None, *, keep: str | None = None,
+               stored: Any = None) -> list[str]:
+    """Remove cache entries of series that ``stored(uid)`` says are gone, then the least recently
+    used ones until the ``.npy`` files take at most ``max_bytes`` (None: no limit); ``keep``
+    (the series just written) stays. Returns the series UIDs removed."""
+    entries: list[tuple[float, str, int]] = []
+    for meta in folder.glob("*.json"):
+        uid = meta.name[:-len(".json")]
+        try:
+            mtime = meta.stat().st_mtime
+            size = sum(p.stat().st_size for p in folder.glob(f"{uid}.*.npy"))
+        except OSError:
+            continue
+        entries.append((mtime, uid, size))
+    removed: list[str] = []
+    total = sum(size for _, _, size in entries)
+    for _used, uid, size in sorted(entries):  # oldest use first
+        gone = stored is not None and uid != keep and not stored(uid)
+        over = max_bytes is not None and total > max_bytes and uid != keep
+        if not (gone or over):
+            continue
+        (folder / f"{uid}.json").unlink(missing_ok=True)
+        for npy in folder.glob(f"{uid}.*.npy"):
+            npy.unlink(missing_ok=True)
+        total -= size
+        removed.append(uid)
+    if removed:
+        log.info("volume cache: removed %d entries (%s)", len(removed), "now %.1f GB" % (total / 1e9))
+    return removed
+
+
+def _store_logged(folder: Path, series_uid: str, fingerprint: str, volume: Volume, trim: _Trim | None = None) -> None:
     try:
         _store(folder, series_uid, fingerprint, volume)
+        if trim is not None:
+            trim(folder, series_uid)
     except OSError as e:  # a full or read-only cache must not stop the viewer
         log.warning("could not cache the volume of series %s: %s", series_uid, e)
     finally:
@@ -196,4 +257,4 @@ def _store_logged(folder: Path, series_uid: str, fingerprint: str, volume: Volum
             _pending.pop((str(folder), series_uid, fingerprint), None)
 
 
-__all__ = ["default_cache_dir", "flush_cache_writes", "load_series_volume", "series_fingerprint"]
+__all__ = ["default_cache_dir", "flush_cache_writes", "load_series_volume", "series_fingerprint", "trim_cache"]

@@ -158,7 +158,7 @@ def _load(rt: Any, study: str, series: str) -> LoadedVolume:
         raise DomainError(404, f"no series {series} in study {study}")
     key = (str(rt.settings.data_dir), series, series_fingerprint(locations))
     try:
-        entry = volumes.get(key, lambda: load_series_volume(rt.archive, series))
+        entry = volumes.get(key, lambda: load_series_volume(rt.archive, series, max_cache_bytes=rt.settings.volume_cache_max_bytes))
     except AssemblyError as e:
         raise DomainError(422, f"series {series} is not a volume: {e.reason}") from None
     except ValueError as e:  # malformed attributes of a stored image
