@@ -263,6 +263,12 @@ def test_totp_required_and_verified(accounts: Accounts, clock: Clock) -> None:
     clock.advance(minutes=5)
     assert accounts.authenticate("frank", GOOD, totp.at(clock.t)).username == "frank"
     _fail(AuthFailure.TOTP_INVALID, accounts.authenticate, "frank", GOOD, totp.at(clock.t - dt.timedelta(minutes=5)))
+    # a code is used once: the same code again (a replay) fails, even within its 30 s
+    _fail(AuthFailure.TOTP_INVALID, accounts.authenticate, "frank", GOOD, totp.at(clock.t))
+    # ... and so does the previous step's code, still inside the clock-drift window
+    _fail(AuthFailure.TOTP_INVALID, accounts.authenticate, "frank", GOOD, totp.at(clock.t - dt.timedelta(seconds=30)))
+    clock.advance(seconds=30)
+    assert accounts.authenticate("frank", GOOD, totp.at(clock.t)).username == "frank"  # the next code works
     assert accounts.totp_verify("frank", totp.at(clock.t))
     accounts.totp_disable("frank")
     accounts.authenticate("frank", GOOD)

@@ -500,13 +500,16 @@ class Accounts:
             raise AuthenticationFailed(AuthFailure.BAD_CREDENTIALS)
         if row["disabled"]:
             raise AuthenticationFailed(AuthFailure.DISABLED)
+        values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login": now}
         if row["totp_secret"]:
             if not totp_code:
                 raise AuthenticationFailed(AuthFailure.TOTP_REQUIRED)
-            if not _totp_ok(row["totp_secret"], totp_code, now):
+            step = _totp_step(row["totp_secret"], totp_code, now)
+            # a code seen before (replayed, or phished and used first) is refused like a wrong one
+            if step is None or (row["totp_last_step"] is not None and step <= row["totp_last_step"]):
                 self._record_failure(row["id"])
                 raise AuthenticationFailed(AuthFailure.TOTP_INVALID)
-        values: dict[str, Any] = {"failed_logins": 0, "locked_until": None, "last_login": now}
+            values["totp_last_step"] = step
         if needs_rehash(row["password_hash"], self.hasher):
             values["password_hash"] = hash_password(password, self.hasher)
         with self.index.write() as conn:
@@ -810,10 +813,20 @@ class Accounts:
 
 
 def _totp_ok(secret: str, code: str, now: dt.datetime) -> bool:
+    return _totp_step(secret, code, now) is not None
+
+
+def _totp_step(secret: str, code: str, now: dt.datetime) -> int | None:
+    """The time step (30 s) whose code ``code`` is, within one step of ``now``; None if none."""
     code = code.strip().replace(" ", "")
     if not code.isdigit():
-        return False
-    return pyotp.TOTP(secret).verify(code, for_time=now, valid_window=1)
+        return None
+    totp = pyotp.TOTP(secret)
+    current = totp.timecode(now)
+    for step in (current, current - 1, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
 
 
 def _perms(values: Iterable[str] | str) -> frozenset[Permission]:

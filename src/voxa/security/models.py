@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Table, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from voxa.archive.models import Base, table_of
@@ -54,6 +54,8 @@ class UserAccount(Base):
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Base32 TOTP secret once enrolment is confirmed; NULL: no second factor.
     totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Time step (Unix time // 30) of the last code accepted: a code is accepted once (RFC 6238 §5.2).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     must_change_password: Mapped[bool] = mapped_column(default=False)
     referring_physician_name: Mapped[str] = mapped_column(String(324), default="")
     referring_physician_name_key: Mapped[str] = mapped_column(String(324), default="", index=True)
