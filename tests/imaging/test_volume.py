@@ -254,6 +254,7 @@ def test_load_series_volume_cached_and_invalidated(tmp_path: Path) -> None:
         assert archive.ingest(dataset_to_bytes(extra)).ok
         third = load_series_volume(archive, SERIES)
         _assert_same(third, volume_from_datasets([*dss, extra]))
+        flush_cache_writes()  # the new file is written in the background, then the old one removed
         assert len(list(cache.glob("*.npy"))) == 1
 
         other = tmp_path / "elsewhere"
