@@ -13,6 +13,7 @@ import { core, startCornerstone, tools } from '../viewer/cs';
 import { MeasurementSync } from '../viewer/measurements';
 import { Overlay } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
+import { applyVrPreset } from '../viewer/vrPresets';
 
 type Mode = 'stack' | 'mpr' | '3d';
 type Layout = '1x1' | '1x2' | '2x2';
@@ -49,12 +50,13 @@ export const WL_PRESETS: { id: string; label: MessageKey; width: number; center:
   { id: 'mediastinum', label: 'preset.mediastinum', width: 350, center: 40 },
 ];
 
-const VR_PRESETS: { id: string; label: MessageKey; preset: string }[] = [
-  { id: 'bone', label: 'vr.bone', preset: 'CT-Bone' },
-  { id: 'soft', label: 'vr.softTissue', preset: 'CT-Soft-Tissue' },
-  { id: 'lung', label: 'vr.lung', preset: 'CT-Lung' },
-  { id: 'angio', label: 'vr.angio', preset: 'CT-Chest-Contrast-Enhanced' },
-  { id: 'mr', label: 'vr.mr', preset: 'MR-Default' },
+// transfer functions: ../viewer/vrPresets.ts
+const VR_PRESETS: { id: string; label: MessageKey }[] = [
+  { id: 'bone', label: 'vr.bone' },
+  { id: 'soft', label: 'vr.softTissue' },
+  { id: 'lung', label: 'vr.lung' },
+  { id: 'angio', label: 'vr.angio' },
+  { id: 'mr', label: 'vr.mr' },
 ];
 
 const MODE_TOOLS: Record<Mode, { id: string; tool: string; label: MessageKey }[]> = {
@@ -139,7 +141,7 @@ class Viewer {
   private blend: 'none' | 'mip' | 'minip' | 'avg' = 'none';
   private vrPreset = 'bone';
   /** Ray-casting step, a multiple of the voxel size: coarser where WebGL runs in software. */
-  private vrQuality = Number(new URLSearchParams(location.search).get('vrq')) || (softwareRendering() ? 6 : 1);
+  private vrQuality = Number(new URLSearchParams(location.search).get('vrq')) || (softwareRendering() ? 3 : 1);
   private sync = false;
   private synchronizer?: ReturnType<typeof tools.synchronizers.createImageSliceSynchronizer>;
   private measurements?: MeasurementSync;
@@ -720,12 +722,8 @@ class Viewer {
     if (this.mode !== '3d') return;
     const preset = VR_PRESETS.find((p) => p.id === this.vrPreset) ?? VR_PRESETS[0];
     for (const vp of this.targets()) {
-      (vp as IVolumeViewport).setProperties({ preset: preset.preset, sampleDistanceMultiplier: this.vrQuality });
-      if (this.vrQuality > 1) {
-        // without a GPU, gradient shading (six more samples per step) makes each frame take minutes
-        const actor = (vp as IVolumeViewport).getDefaultActor()?.actor as unknown as { getProperty?: () => { setShade?: (on: boolean) => void } };
-        actor?.getProperty?.()?.setShade?.(false);
-      }
+      (vp as IVolumeViewport).setProperties({ sampleDistanceMultiplier: this.vrQuality });
+      applyVrPreset(vp as IVolumeViewport, preset.id, this.vrQuality === 1);
       vp.render();
     }
   }
