@@ -232,3 +232,50 @@ export function exportMeasurementsSr(studyUid: string): Promise<SrExport> {
 export function deleteMeasurement(studyUid: string, id: number): Promise<unknown> {
   return sendJson('DELETE', `${measurementsPath(studyUid)}/${id}`);
 }
+
+// ------------------------------------------------------------------ upload (STOW-RS)
+
+export interface StowAnswer {
+  status: number;
+  body: DicomJson | { error?: string } | null;
+  warning: string;
+}
+
+/**
+ * One STOW-RS request of several instances (multipart/related; type="application/dicom"),
+ * through XMLHttpRequest for its upload progress (fetch has none). Resolves with the HTTP
+ * status, the JSON answer and the Warning header (Voxa names each refused or duplicate part
+ * there: `part N (uid): CODE reason`); rejects only when the request could not be made.
+ */
+export function stowInstances(parts: ArrayBuffer[], onProgress: (sent: number) => void,
+                              signal: AbortSignal): Promise<StowAnswer> {
+  const boundary = `voxa-${crypto.randomUUID()}`;
+  const chunks: BlobPart[] = [];
+  for (const part of parts) chunks.push(`--${boundary}\r\nContent-Type: application/dicom\r\n\r\n`, part, '\r\n');
+  chunks.push(`--${boundary}--\r\n`);
+  const body = new Blob(chunks);
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', `${DICOMWEB}/studies`);
+    xhr.setRequestHeader('Content-Type', `multipart/related; type="application/dicom"; boundary=${boundary}`);
+    xhr.setRequestHeader('Accept', 'application/dicom+json');
+    if (csrfToken) xhr.setRequestHeader('X-CSRF-Token', csrfToken);
+    xhr.withCredentials = true;
+    xhr.upload.onprogress = (e) => onProgress(e.loaded);
+    xhr.onload = () => {
+      if (xhr.status === 401) signIn();
+      let answer: StowAnswer['body'] = null;
+      try {
+        answer = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+      } catch {
+        answer = { error: xhr.statusText };
+      }
+      onProgress(body.size);
+      resolve({ status: xhr.status, body: answer, warning: xhr.getResponseHeader('Warning') ?? '' });
+    };
+    xhr.onerror = () => reject(new HttpError(0, navigator.onLine ? 'network error' : 'offline'));
+    xhr.onabort = () => reject(new DOMException('cancelled', 'AbortError'));
+    signal.addEventListener('abort', () => xhr.abort(), { once: true });
+    xhr.send(body);
+  });
+}
