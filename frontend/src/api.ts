@@ -56,7 +56,8 @@ export async function getJson<T>(path: string, accept = 'application/json'): Pro
   return (await r.json()) as T;
 }
 
-async function sendJson<T>(method: string, path: string, body?: unknown): Promise<T> {
+/** A JSON request to one of Voxa's APIs (CSRF header, errors as HttpError with the server's message). */
+export async function sendJson<T>(method: string, path: string, body?: unknown): Promise<T> {
   const r = await request(path, {
     method,
     headers: { 'Content-Type': 'application/json', Accept: 'application/json' },

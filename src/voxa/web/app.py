@@ -22,7 +22,7 @@ class DomainError(Exception):
         self.message = message
 
 
-ROUTE_MODULES = ("auth", "oidc", "admin", "peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "imaging",
+ROUTE_MODULES = ("auth", "oidc", "admin", "dashboard", "peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "imaging",
                  "measurements", "analyses", "ohif", "webapp")
 
 
