@@ -1,15 +1,16 @@
 // One study: patient and study details, series thumbnails, the user's measurements, and the
 // ways to look at it (viewer, MPR, 3D, OHIF), and keeping it for offline use.
-import { findStudy, HttpError, listMeasurements, ohifUrl, studySeries, thumbnailUrl } from '../api';
+import { currentUser, findStudy, HttpError, listMeasurements, ohifUrl, studySeries, thumbnailUrl } from '../api';
 import { describeMeasurement } from '../measurementText';
 import { Tag, modalities, num, personName, str } from '../dicom';
 import { formatDicomDate, formatDicomTime, type MessageKey } from '../i18n';
 import { forgetOffline, keepOffline, offlineStudyUids } from '../offline';
-import { href, type Route } from '../router';
+import { href, type Cleanup, type Route } from '../router';
+import { renderStudyAnalyses } from '../studyAnalyses';
 import { append, clear, h, setMessage, toast } from '../ui/dom';
 
 
-export async function renderStudyPage(container: HTMLElement, route: Route): Promise<void> {
+export async function renderStudyPage(container: HTMLElement, route: Route): Promise<Cleanup> {
   const uid = route.params.uid;
   append(container, h('p', { class: 'status', i18n: 'common.loading' }));
   const [study, series] = await Promise.all([findStudy(uid), studySeries(uid)]);
@@ -75,9 +76,19 @@ export async function renderStudyPage(container: HTMLElement, route: Route): Pro
 
   const measurements = h('section', { class: 'study-measurements', id: 'study-measurements' },
     h('h2', { i18n: 'viewer.measurements' }), h('p', { class: 'status', i18n: 'common.loading' }));
+  const analyses = h('section', { class: 'study-analyses', id: 'study-analyses' });
   append(container,
     h('nav', { class: 'breadcrumb' }, h('a', { href: href('/'), i18n: 'study.backToList' })),
-    header, actions, h('h2', { i18n: 'study.series' }), grid, measurements);
+    header, actions, h('h2', { i18n: 'study.series' }), grid, analyses, measurements);
+  let stopAnalyses: () => void = () => undefined;
+  try {
+    const user = await currentUser();
+    if (user.permissions.some((p) => p === 'view_images' || p === 'view_report')) {
+      stopAnalyses = await renderStudyAnalyses(analyses, uid, series, user);
+    }
+  } catch (e) {
+    analyses.append(h('p', { class: 'status error', i18n: 'error.generic', i18nParams: { message: (e as Error).message } }));
+  }
 
   try {
     const list = await listMeasurements(uid);
@@ -91,4 +102,5 @@ export async function renderStudyPage(container: HTMLElement, route: Route): Pro
     const p = measurements.lastElementChild as HTMLElement;
     setMessage(p, 'error.generic', { message: (e as Error).message });
   }
+  return stopAnalyses;
 }
