@@ -36,6 +36,8 @@ const T = {
   ellipse: tools.EllipticalROITool.toolName,
   probe: tools.ProbeTool.toolName,
   arrow: tools.ArrowAnnotateTool.toolName,
+  freehand: tools.PlanarFreehandROITool.toolName,
+  label: tools.LabelTool.toolName,
   rotate: tools.PlanarRotateTool.toolName,
   crosshairs: tools.CrosshairsTool.toolName,
   trackball: tools.TrackballRotateTool.toolName,
@@ -71,8 +73,10 @@ const MODE_TOOLS: Record<Mode, { id: string; tool: string; label: MessageKey }[]
     { id: 'cobb', tool: T.cobb, label: 'kind.cobb_angle' },
     { id: 'rectangle', tool: T.rectangle, label: 'kind.rectangle_roi' },
     { id: 'ellipse', tool: T.ellipse, label: 'kind.ellipse_roi' },
+    { id: 'freehand', tool: T.freehand, label: 'kind.freehand_roi' },
     { id: 'probe', tool: T.probe, label: 'kind.probe' },
     { id: 'arrow', tool: T.arrow, label: 'kind.arrow' },
+    { id: 'text', tool: T.label, label: 'kind.text' },
   ],
   mpr: [
     { id: 'crosshairs', tool: T.crosshairs, label: 'tool.crosshairs' },
@@ -252,11 +256,12 @@ class Viewer {
       return group;
     };
     const zoomConfig = { [T.zoom]: { pinchToZoom: true, pan: true } };
-    const annotationTools = [T.length, T.angle, T.cobb, T.rectangle, T.ellipse, T.probe, T.arrow];
+    const annotationTools = [T.length, T.angle, T.cobb, T.rectangle, T.ellipse, T.freehand, T.probe, T.arrow, T.label];
     const askText = (done: (text: string | null) => void) => done(prompt(t('viewer.arrowText')));
     const stack = make('stack', [T.windowLevel, T.pan, T.zoom, T.scroll, T.rotate, ...annotationTools], {
       ...zoomConfig,
       [T.arrow]: { getTextCallback: askText, changeTextCallback: (_a: unknown, _e: unknown, done: (text: string | null) => void) => askText(done) },
+      [T.label]: { getTextCallback: askText, changeTextCallback: (_a: unknown, _e: unknown, done: (text: string | null) => void) => askText(done) },
     });
     stack.setToolActive(T.scroll, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
     stack.setToolActive(T.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });

@@ -18,6 +18,8 @@ export const TOOL_CLASSES = [
   tools.EllipticalROITool,
   tools.ProbeTool,
   tools.ArrowAnnotateTool,
+  tools.PlanarFreehandROITool,
+  tools.LabelTool,
   tools.PlanarRotateTool,
   tools.CrosshairsTool,
   tools.TrackballRotateTool,

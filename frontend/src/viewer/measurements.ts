@@ -24,7 +24,7 @@ type Point3 = [number, number, number];
 type Annotation = {
   annotationUID?: string;
   metadata: { toolName: string; referencedImageId?: string };
-  data: { handles: { points: Point3[] }; label?: string };
+  data: { handles: { points: Point3[] }; label?: string; text?: string; contour?: { polyline: Point3[]; closed?: boolean } };
 };
 
 const UID_PREFIX = 'voxa-measurement-';
@@ -33,7 +33,7 @@ const UID_PREFIX = 'voxa-measurement-';
 interface ToolKind {
   tool: string;
   kind: string;
-  points: number; // handles the tool has
+  points: number; // handles the tool has (0: the outline is a polyline, data.contour)
   toServer?: (p: Point2[]) => Point2[];
   fromServer?: (p: Point2[]) => Point2[];
 }
@@ -51,6 +51,10 @@ export const TOOL_KINDS: ToolKind[] = [
   { tool: tools.EllipticalROITool.toolName, kind: 'ellipse_roi', points: 4 },
   { tool: tools.ProbeTool.toolName, kind: 'probe', points: 1 },
   { tool: tools.ArrowAnnotateTool.toolName, kind: 'arrow', points: 2 },
+  // a closed outline: Cornerstone keeps it in data.contour.polyline (no handles)
+  { tool: tools.PlanarFreehandROITool.toolName, kind: 'freehand_roi', points: 0 },
+  // a text at a point, the text its label (Cornerstone's label keeps the point twice)
+  { tool: tools.LabelTool.toolName, kind: 'text', points: 2, toServer: (p) => [p[0]], fromServer: ([a]) => [a, a] },
 ];
 const byTool = new Map(TOOL_KINDS.map((k) => [k.tool, k]));
 const byKind = new Map(TOOL_KINDS.map((k) => [k.kind, k]));
@@ -107,12 +111,14 @@ export class MeasurementSync {
     const series = this.host.seriesFor(imageId);
     const ref = series?.sopByImageId.get(imageId);
     if (!ref) return null;
-    let points = annotation.data.handles.points.map((p) => {
+    const world = kind.points === 0 ? annotation.data.contour?.polyline ?? [] : annotation.data.handles.points;
+    let points = world.map((p) => {
       const [col, row] = core.utilities.worldToImageCoords(imageId, p) ?? [NaN, NaN];
       return [col, row] as Point2;
     });
     if (kind.toServer) points = kind.toServer(points);
-    return { kind: kind.kind, sop_instance_uid: ref.sop, frame_number: ref.frame, points, label: annotation.data.label ?? '' };
+    const label = annotation.data.label ?? annotation.data.text ?? '';
+    return { kind: kind.kind, sop_instance_uid: ref.sop, frame_number: ref.frame, points, label };
   }
 
   private async completed(annotation: Annotation): Promise<void> {
@@ -187,7 +193,7 @@ export class MeasurementSync {
         const stored = m.graphic.points;
         if (drawn.has(m.id) || !kind || !stored?.length) continue;
         const imagePoints = kind.fromServer ? kind.fromServer(stored) : stored;
-        if (imagePoints.length !== kind.points) continue;
+        if (kind.points ? imagePoints.length !== kind.points : imagePoints.length < 3) continue;
         const imageId = this.imageIdOf(m);
         const element = imageId ? this.host.elementFor(imageId) : undefined;
         if (!imageId || !element) continue;
@@ -211,8 +217,10 @@ export class MeasurementSync {
           },
           data: {
             label: m.label,
+            ...(kind.kind === 'text' ? { text: m.label } : {}),
+            ...(kind.points === 0 ? { contour: { polyline: points, closed: true } } : {}),
             handles: {
-              points,
+              points: kind.points === 0 ? [] : points,
               activeHandleIndex: null,
               ...(kind.kind === 'arrow' ? { arrowFirst: true } : {}),
               textBox: { hasMoved: false, worldPosition: [0, 0, 0], worldBoundingBox: { topLeft: [0, 0, 0], topRight: [0, 0, 0], bottomLeft: [0, 0, 0], bottomRight: [0, 0, 0] } },
@@ -284,7 +292,7 @@ export class MeasurementSync {
       const imageId = this.imageIdOf(m);
       return h('li', { class: 'measurement', data: { id: String(m.id), kind: m.kind } },
         h('button', { class: 'link-button', disabled: !imageId, on: { click: () => imageId && this.host.jumpTo(imageId) } }, text),
-        m.label && m.kind !== 'arrow' ? h('span', { class: 'muted' }, ` ${m.label}`) : null,
+        m.label && m.kind !== 'arrow' && m.kind !== 'text' ? h('span', { class: 'muted' }, ` ${m.label}`) : null,
         h('button', { class: 'chip-x', i18nTitle: 'viewer.deleteMeasurement', on: { click: () => void this.remove(m.id) } }, '×'));
     }));
   }
