@@ -706,3 +706,31 @@ def test_gzip_helper_sanity() -> None:
 
     assert accepts_gzip("gzip, deflate, br") and accepts_gzip("*") and not accepts_gzip("gzip;q=0")
     assert not accepts_gzip(None) and gzip.decompress(gzip.compress(b"[]", mtime=0)) == b"[]"
+
+
+def test_study_search_by_a_series_attribute(voxa_factory: Any) -> None:
+    """A study search naming BodyPartExamined (a series attribute) finds the studies with such a
+    series; the attribute is not returned at study level. C-FIND stays hierarchical."""
+    from voxa.testing.synthetic import mr_brain
+
+    v = voxa_factory(http=True)
+    chest, head = small_ct(5, slices=2), mr_brain(5, slices=2)
+    for study in (chest, head):
+        _ingest(v.archive, list(study.datasets()))
+    with _http(v) as http:
+        def uids(**params: str) -> set[str]:
+            r = http.get("/studies", params=params, headers={"Accept": "application/dicom+json"})
+            assert r.status_code == 200, r.text
+            return {item["0020000D"]["Value"][0] for item in (r.json() if r.content else [])}
+
+        assert uids(BodyPartExamined="CHEST") == {chest.study_instance_uid}
+        assert uids(BodyPartExamined="HE*") == {head.study_instance_uid}
+        assert uids(BodyPartExamined="KNEE") == set()
+        assert uids() == {chest.study_instance_uid, head.study_instance_uid}
+        r = http.get("/studies", params={"BodyPartExamined": "CHEST"}, headers={"Accept": "application/dicom+json"})
+        assert "00180015" not in r.json()[0] and "BodyPartExamined" not in r.headers.get("Warning", "")
+    # the index's hierarchical query (C-FIND) still ignores series keys at study level
+    from voxa.archive.query import Query, run_query
+
+    found = run_query(v.archive.index, Query(level=Level.STUDY, filters={"BodyPartExamined": "KNEE"}))
+    assert len(found) == 2

@@ -152,6 +152,15 @@ def test_webapp_end_to_end(voxa_factory: Any, browser_ready: Path) -> None:
             shot(page, "03-study-list")
             no_errors("the study list")
 
+            # 2b. a series attribute as a study filter: body part HEAD finds the MR brain only
+            mr = demo[1]  # demo_studies: CT chest, MR brain, CR chest, XA
+            page.fill("#f-body", "head")
+            page.click("#search-button")
+            page.wait_for_url(re.compile(r".*body=head.*"))
+            page.wait_for_function("() => document.querySelectorAll('.study-row').length === 1")
+            assert mr.patient_name.split("^")[0] in page.locator(".study-row").inner_text()
+            page.fill("#f-body", "")
+
             # 3. search by patient name, sort by it
             t = time.monotonic()
             page.fill("#f-name", ct_family.lower())

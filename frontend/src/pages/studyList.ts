@@ -27,6 +27,8 @@ const FILTERS: Filter[] = [
   { param: 'from', label: 'list.dateFrom', type: 'date' },
   { param: 'to', label: 'list.dateTo', type: 'date' },
   { param: 'mod', label: 'list.modality', type: 'select', qido: (v, p) => p.set('ModalitiesInStudy', v) },
+  // a series attribute: Voxa's QIDO-RS finds the studies with such a series (CS values are upper case)
+  { param: 'body', label: 'list.bodyPart', type: 'text', qido: (v, p) => p.set('BodyPartExamined', contains(v.toUpperCase())) },
   { param: 'desc', label: 'list.description', type: 'text', qido: (v, p) => p.set('StudyDescription', contains(v)) },
   { param: 'ref', label: 'list.referring', type: 'text', qido: (v, p) => p.set('ReferringPhysicianName', contains(v)) },
 ];

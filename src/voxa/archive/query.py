@@ -51,6 +51,9 @@ class Query:
     patient_root: bool = False
     # Patient-level access of the caller (voxa.archive.access); None: unrestricted.
     access: AccessFilter | None = None
+    # A study-level query whose series-level keys (e.g. BodyPartExamined) select the studies
+    # that have a matching series (QIDO-RS study searches); hierarchical C-FIND leaves them out.
+    match_series: bool = False
 
 
 @dataclass
@@ -204,7 +207,11 @@ def build_select(q: Query) -> Select[Any]:
             continue  # not indexed: matches universally, as Orthanc and PS3.4 optional keys do
         attr = found
         if attr.level.depth > level.depth:
-            continue  # keys below the query level are not matched (PS3.4 C.2.2.1)
+            if level is Level.STUDY and attr.level is Level.SERIES and q.match_series:
+                c = clause_for(SE.c[attr.column], attr.kind, str(value), keyword=keyword, fuzzy=q.fuzzy)
+                if c is not None:
+                    conds.append(select(SE.c.id).where(SE.c.study_fk == ST.c.id, c).exists())
+            continue  # otherwise keys below the query level are not matched (PS3.4 C.2.2.1)
         if level is Level.PATIENT and attr.level is not Level.PATIENT:
             # Patient-level queries may name study attributes in relational queries; match them via EXISTS.
             col, key = _attribute_source(attr, Level.STUDY, q.patient_root)

@@ -66,6 +66,10 @@ def _keyword(name: str) -> str | None:
     return head if tag_for_keyword(head) is not None else None
 
 
+# Series-level keys a study search may name: the studies with at least one matching series.
+SERIES_KEYS_FOR_STUDIES = frozenset({"BodyPartExamined", "SeriesDescription", "ProtocolName"})
+
+
 def _indexed(keyword: str, level: Level) -> Attribute | None:
     if level is Level.STUDY and keyword == "Modality":
         return BY_KEYWORD["ModalitiesInStudy"]
@@ -146,6 +150,9 @@ def build_query(request: Request, level: Level, fixed: dict[str, str],
         if kw in fixed:
             continue  # the URL names it already
         attr = _indexed(kw, level)
+        if attr is None and level is Level.STUDY and kw in SERIES_KEYS_FOR_STUDIES:
+            filters[kw] = value  # matched against the study's series, not returned
+            continue
         if attr is None:
             ignored.append(kw)
             continue
@@ -156,8 +163,8 @@ def build_query(request: Request, level: Level, fixed: dict[str, str],
         include.add(kw)
     filters.update(fixed)
     return_keys = sorted(k for k in include if _indexed(k, level) is not None)
-    return (Query(level=level, filters=filters, return_keys=return_keys, fuzzy=fuzzy, offset=offset),
-            return_keys, ignored, limit)
+    return (Query(level=level, filters=filters, return_keys=return_keys, fuzzy=fuzzy, offset=offset,
+                  match_series=level is Level.STUDY), return_keys, ignored, limit)
 
 
 def _element(attr: Attribute, value: Any) -> dict[str, Any]:
