@@ -102,6 +102,13 @@ def test_submit_follow_and_verify(server: Any) -> None:
         assert job["state"] == "success"
         assert job["result"]["analysis_id"] == submitted["id"]
 
+        # the study is listed among those with a result to review, then among the verified ones
+        pending = tech.get("/analyses", params={"review": "pending"})
+        assert pending.status_code == 200, pending.text
+        assert pending.json() == {"studies": {STUDY: 1}}
+        assert tech.get("/analyses", params={"status": "failed"}).json() == {"studies": {}}
+        assert tech.get("/analyses", params={"status": "sideways"}).status_code == 422
+
         listed = tech.get(f"/analyses/studies/{STUDY}")
         assert listed.status_code == 200
         assert [a["id"] for a in listed.json()["analyses"]] == [submitted["id"]]
@@ -117,6 +124,8 @@ def test_submit_follow_and_verify(server: Any) -> None:
         assert body["requires_review"] is True  # the record that it needed review stays
         again = tech.get(f"/analyses/studies/{STUDY}/{submitted['id']}").json()
         assert again["verified_by"] == "rad"
+        assert tech.get("/analyses", params={"review": "pending"}).json() == {"studies": {}}
+        assert tech.get("/analyses", params={"review": "verified", "tool": "calcium"}).json() == {"studies": {STUDY: 1}}
         # verifying is audited with the study
         from voxa.security.audit import search
 

@@ -58,6 +58,13 @@ def test_run_and_review_an_analysis_from_the_study_page(voxa_factory: Any) -> No
             path = ARTIFACTS / "study-analyses.png"
             page.screenshot(path=str(path), full_page=True)
             check_screenshot(path)
+            # the study list's analysis filter: the study has a reviewed analysis and none to review
+            for state, rows in (("verified", 1), ("pending", 0), ("none", 0)):
+                page.goto(f"{voxa.base_url}/app/?ana={state}")
+                page.wait_for_function("() => [...document.querySelectorAll('[data-i18n]')].some(e =>"
+                                       " e.dataset.i18n === 'list.count' || e.dataset.i18n === 'list.noResults')")
+                assert page.locator(".study-row").count() == rows, (state, page.locator("#study-results").inner_text())
+            assert page.locator("#f-ana").input_value() == "none"
             watch.assert_no_errors("the study page's analyses")
         finally:
             browser.close()

@@ -1,6 +1,6 @@
 // The study list: QIDO-RS search with filters, sorting, paging, recent and saved searches,
 // CSV export. Filters, sort and page live in the URL, so Back and bookmarks work.
-import { searchStudies, STUDY_FIELDS, HttpError } from '../api';
+import { getJson, searchStudies, STUDY_FIELDS, HttpError } from '../api';
 import { Tag, modalities, num, personName, str, type DicomJson } from '../dicom';
 import { formatDicomDate, formatDicomTime, formatNumber, t, type MessageKey } from '../i18n';
 import { href, navigate, type Route } from '../router';
@@ -13,6 +13,7 @@ interface Filter {
   label: MessageKey;
   type: 'text' | 'date' | 'select';
   qido?: (value: string, all: URLSearchParams) => void;
+  options?: [string, MessageKey][]; // a select's choices other than the modality list
 }
 
 const MODALITIES = ['CT', 'MR', 'CR', 'DX', 'XA', 'RF', 'US', 'MG', 'NM', 'PT', 'OT', 'SR', 'SEG'];
@@ -31,6 +32,10 @@ const FILTERS: Filter[] = [
   { param: 'body', label: 'list.bodyPart', type: 'text', qido: (v, p) => p.set('BodyPartExamined', contains(v.toUpperCase())) },
   { param: 'desc', label: 'list.description', type: 'text', qido: (v, p) => p.set('StudyDescription', contains(v)) },
   { param: 'ref', label: 'list.referring', type: 'text', qido: (v, p) => p.set('ReferringPhysicianName', contains(v)) },
+  // not a DICOM attribute: the matches are narrowed with GET /analyses after the QIDO-RS search
+  { param: 'ana', label: 'list.analysis', type: 'select', options: [
+    ['', 'list.ana.any'], ['pending', 'list.ana.pending'], ['verified', 'list.ana.verified'],
+    ['failed', 'list.ana.failed'], ['running', 'list.ana.running'], ['none', 'list.ana.none']] },
 ];
 
 interface Column {
@@ -86,6 +91,16 @@ function qidoParams(query: URLSearchParams): URLSearchParams {
   for (const f of STUDY_FIELDS) p.append('includefield', f);
   p.set('limit', String(MAX_RESULTS));
   return p;
+}
+
+/** The studies among ``results`` whose analyses are in the state the filter names. */
+async function withAnalyses(results: DicomJson[], state: string): Promise<DicomJson[]> {
+  const query = new URLSearchParams();
+  if (state === 'pending' || state === 'verified') query.set('review', state);
+  else if (state === 'failed' || state === 'running') query.set('status', state);
+  const { studies } = await getJson<{ studies: Record<string, number> }>(`/analyses?${query}`);
+  const has = (s: DicomJson) => str(s, Tag.StudyInstanceUID) in studies;
+  return results.filter((s) => (state === 'none' ? !has(s) : has(s)));
 }
 
 function readList(key: string): SavedSearch[] {
@@ -144,7 +159,9 @@ export async function renderStudyList(container: HTMLElement, route: Route): Pro
   const inputs: Record<string, HTMLInputElement | HTMLSelectElement> = {};
   const fields = FILTERS.map((f) => {
     let input: HTMLInputElement | HTMLSelectElement;
-    if (f.type === 'select') {
+    if (f.type === 'select' && f.options) {
+      input = h('select', { id: `f-${f.param}`, name: f.param }, ...f.options.map(([value, label]) => h('option', { value, i18n: label })));
+    } else if (f.type === 'select') {
       input = h('select', { id: `f-${f.param}`, name: f.param },
         h('option', { value: '', i18n: 'list.anyModality' }), ...MODALITIES.map((m) => h('option', { value: m }, m)));
     } else {
@@ -240,10 +257,12 @@ export async function renderStudyList(container: HTMLElement, route: Route): Pro
   const cleanup = () => document.removeEventListener('keydown', onKey);
 
   const params = qidoParams(query);
-  const key = params.toString();
+  const analysis = query.get('ana') ?? '';
+  const key = `${params}&ana=${analysis}`;
   let found: { results: DicomJson[]; truncated: boolean };
   try {
     found = lastSearch?.key === key ? lastSearch : { key, ...(await searchStudies(params)) };
+    if (analysis && lastSearch?.key !== key) found = { ...found, results: await withAnalyses(found.results, analysis) };
     lastSearch = { key, ...found };
   } catch (e) {
     setMessage(status, e instanceof HttpError && e.status === 400 ? 'list.badQuery' : 'error.generic', { message: (e as Error).message });

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, select, update
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -282,6 +282,32 @@ def list_results(index: ArchiveIndex, *, study_instance_uid: str | None = None, 
     with index.read() as conn:
         rows = list(conn.execute(q))
     return [_from_row(r) for r in _reconcile(index, rows)]
+
+
+def studies_with_results(index: ArchiveIndex, *, status: ResultStatus | None = None, review: str | None = None,
+                         tool: str | None = None, access: Any = None) -> dict[str, int]:
+    """Study Instance UID -> number of analyses, for the studies with analyses that match:
+    ``status``; ``review`` ``pending`` (done, not yet verified) or ``verified``; ``tool``. Only
+    studies ``access`` (an :class:`~voxa.security.accounts.AccessFilter`) lets its user see."""
+    from voxa.archive.access import study_condition
+
+    q = (select(ST.c.study_instance_uid, func.count()).select_from(R.join(ST, ST.c.id == R.c.study_fk))
+         .group_by(ST.c.study_instance_uid))
+    if status is not None:
+        q = q.where(R.c.status == status.value)
+    if review == "pending":
+        q = q.where(R.c.status == ResultStatus.DONE.value, R.c.verified_by.is_(None))
+    elif review == "verified":
+        q = q.where(R.c.verified_by.is_not(None))
+    elif review is not None:
+        raise ValueError(f"review must be pending or verified, got {review!r}")
+    if tool is not None:
+        q = q.where(R.c.tool == tool)
+    restriction = study_condition(access, ST)
+    if restriction is not None:
+        q = q.where(restriction)
+    with index.read() as conn:
+        return {str(uid): int(n) for uid, n in conn.execute(q)}
 
 
 def verify_result(index: ArchiveIndex, result_id: int, *, verified_by: str,

@@ -95,6 +95,27 @@ def submit(study: str, tool: str, body: AnalysisRequest, request: Request, rt: R
     return {**result.as_json(with_result=False), "executor": _executor_name(rt)}
 
 
+@router.get("/analyses", response_model=None)
+@requires(Perm.VIEW_IMAGES, Perm.VIEW_REPORT, audit=AuditAction.QUERY)
+def studies_with_analyses(rt: RuntimeDep, principal: PrincipalDep, status: str | None = None,
+                          review: str | None = None, tool: str | None = None) -> dict[str, Any]:
+    """The studies (that the caller may see) with analyses of this ``status``
+    (queued, running, done, failed, cancelled), ``review`` state (pending: done and not yet
+    verified; verified) and ``tool``: ``{"studies": {StudyInstanceUID: count}}``."""
+    try:
+        wanted = store.ResultStatus(status) if status else None
+    except ValueError:
+        raise DomainError(422, f"status must be one of {', '.join(s.value for s in store.ResultStatus)}, "
+                               f"got {(status or '')[:32]!r}") from None
+    if review not in (None, "", "pending", "verified"):
+        raise DomainError(422, f"review must be pending or verified, got {review[:32]!r}")
+    if tool is not None and tool not in analysis_tools.tools():
+        raise DomainError(422, f"no analysis tool {tool[:64]!r} (tools: {', '.join(analysis_tools.tools())})")
+    found = store.studies_with_results(rt.archive.index, status=wanted, review=review or None, tool=tool,
+                                       access=principal.access)
+    return {"studies": found}
+
+
 @router.get("/analyses/studies/{study}", response_model=None)
 @requires(Perm.VIEW_IMAGES, Perm.VIEW_REPORT, audit=AuditAction.VIEW)
 def list_analyses(study: str, rt: RuntimeDep, tool: str | None = None) -> dict[str, Any]:
