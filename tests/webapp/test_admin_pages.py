@@ -99,6 +99,32 @@ def test_admin_pages(voxa_factory: Any, admin_ready: None) -> None:
             page.locator('#roles-table tr[data-role="archivist"]').wait_for()
             assert "download" in page.locator('#roles-table tr[data-role="archivist"]').inner_text()
 
+            # patient access: a patient assigned to a referring physician, then removed; a family
+            # member's request verified (active), then revoked
+            voxa.runtime.accounts.create_user("dr.ref", "Referring-Passw0rd!", role="referring_physician")
+            voxa.runtime.accounts.create_user("daughter", "Family-Member-Passw0rd!", role="family_member")
+            page.click("#tab-access")
+            page.locator("#assign-form").wait_for()
+            page.select_option("#assign-user", "dr.ref")
+            page.fill("#assign-patient", "PAT-0042")
+            page.click("#assign-button")
+            page.locator('#assignments-table tr[data-patient="PAT-0042"]').wait_for()
+            assert [a.patient_id for a in voxa.runtime.accounts.assignments("dr.ref")] == ["PAT-0042"]
+            page.select_option("#grant-user", "daughter")
+            page.fill("#grant-patient", "PAT-0042")
+            page.fill("#grant-expires", "2099-12-31")
+            page.fill("#grant-note", "ID checked at the front desk")
+            page.click("#grant-button")
+            row = page.locator('#grants-table tr[data-status="requested"]')
+            row.wait_for()
+            row.get_by_role("button", name="Verify").click()
+            page.locator('#grants-table tr[data-status="active"]').wait_for()
+            _shot(page, "access")
+            page.locator('#grants-table tr[data-status="active"]').get_by_role("button", name="Revoke").click()
+            page.locator('#grants-table tr[data-status="revoked"]').wait_for()
+            page.locator('#assignments-table tr[data-patient="PAT-0042"]').get_by_role("button", name="Remove").click()
+            page.wait_for_function("() => !document.querySelector('#assignments-table tr[data-patient=\"PAT-0042\"]')")
+
             # peers: Voxa's own DICOM listener answers the echo; a closed port does not
             page.click("#tab-peers")
             page.locator("#peer-form").wait_for()

@@ -5,6 +5,7 @@ import { currentUser, type User } from '../../api';
 import type { MessageKey } from '../../i18n';
 import { href, navigate, type PageRenderer } from '../../router';
 import { h } from '../../ui/dom';
+import { renderAccess } from './access';
 import { renderAccounts } from './accounts';
 import { renderAudit } from './audit';
 import { renderDashboard } from './dashboard';
@@ -17,6 +18,7 @@ const SECTIONS: { id: string; label: MessageKey; needs: string[]; render: Sectio
   { id: 'dashboard', label: 'admin.tab.dashboard', needs: ['manage_settings', 'manage_users', 'view_audit'], render: renderDashboard },
   { id: 'accounts', label: 'admin.tab.accounts', needs: ['manage_users'], render: renderAccounts },
   { id: 'roles', label: 'admin.tab.roles', needs: ['manage_roles', 'manage_users'], render: renderRoles },
+  { id: 'access', label: 'admin.tab.access', needs: ['assign_patients', 'manage_users'], render: renderAccess },
   { id: 'peers', label: 'admin.tab.peers', needs: ['manage_settings'], render: renderPeers },
   { id: 'audit', label: 'admin.tab.audit', needs: ['view_audit'], render: renderAudit },
 ];
