@@ -57,7 +57,7 @@ def test_admin_pages(voxa_factory: Any, admin_ready: None) -> None:
         browser = launch(pw)
         try:
             page = browser.new_context(viewport=DESKTOP, locale="en-GB").new_page()
-            page.on("dialog", lambda d: d.accept())
+            page.on("dialog", lambda d: d.accept("Second-Opinion-2026!") if d.type == "prompt" else d.accept())
             watch = PageWatch(page)
             _sign_in(page, base, *voxa.auth, "/app/admin")
             # the first section the administrator may see: the dashboard
@@ -84,7 +84,15 @@ def test_admin_pages(voxa_factory: Any, admin_ready: None) -> None:
             page.click("#create-user")
             row = page.locator('#users-table tr[data-user="dr.house"]')
             row.wait_for()
-            assert "radiologist" in row.inner_text() and "Enabled" in row.inner_text()
+            assert row.locator(".role-select").input_value() == "radiologist" and "Enabled" in row.inner_text()
+            # the role changed in place, a password reset (the prompt answers it)
+            row.locator(".role-select").select_option("technologist")
+            page.wait_for_function("() => document.querySelector('#accounts-status').textContent === 'Saved'")
+            assert voxa.runtime.accounts.get_user("dr.house").role == "technologist"
+            page.evaluate("() => { document.querySelector('#accounts-status').textContent = ''; }")
+            row.get_by_role("button", name="Reset password").click()
+            page.wait_for_function("() => document.querySelector('#accounts-status').textContent === 'Saved'")
+            assert voxa.runtime.accounts.authenticate("dr.house", "Second-Opinion-2026!").must_change_password
             row.get_by_role("button", name="Disable").click()
             page.locator('#users-table tr[data-user="dr.house"] .badge.off').wait_for()
             _shot(page, "accounts")

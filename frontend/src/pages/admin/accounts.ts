@@ -1,7 +1,7 @@
 // Accounts: every user with role and state; create one (the server's password policy answers
 // for a weak password); enable, disable, unlock, delete.
 import { getJson, sendJson, type User } from '../../api';
-import { formatDicomDate } from '../../i18n';
+import { formatDicomDate, t } from '../../i18n';
 import { act, clear, field, h, statusLine, table } from './common';
 import type { Section } from './index';
 
@@ -43,10 +43,25 @@ export const renderAccounts: Section = async (panel, me) => {
       if (!confirm(u.username)) return;
       if (await act(remove, status, 'admin.deleted', () => sendJson('DELETE', `/admin/users/${enc(u.username)}`))) await redraw();
     });
+    // the role, changed in place (the server refuses to demote the last super admin, and says so)
+    const roleSelect = h('select', { class: 'role-select', i18nAriaLabel: 'admin.user.role', disabled: u.username === me.username },
+      ...roles.map((r) => h('option', { value: r.name, selected: r.name === u.role }, r.name)));
+    roleSelect.addEventListener('change', async () => {
+      if (!(await act(toggle, status, 'admin.saved', () => sendJson('PATCH', `/admin/users/${enc(u.username)}`, { role: roleSelect.value })))) {
+        roleSelect.value = u.role;
+      }
+    });
+    const reset = h('button', { type: 'button', class: 'small', i18n: 'admin.user.resetPassword' });
+    reset.addEventListener('click', async () => {
+      const password = prompt(t('admin.user.newPassword', { user: u.username }));
+      if (!password) return;
+      await act(reset, status, 'admin.saved', () => sendJson('PATCH', `/admin/users/${enc(u.username)}`,
+        { password, must_change_password: true }));
+    });
     return h('tr', { data: { user: u.username } },
-      h('td', {}, u.username), h('td', {}, u.display_name), h('td', {}, u.role), h('td', {}, state),
+      h('td', {}, u.username), h('td', {}, u.display_name), h('td', {}, roles.length ? roleSelect : u.role), h('td', {}, state),
       h('td', {}, u.last_login ? formatDicomDate(u.last_login.slice(0, 10).replace(/-/g, '')) : '—'),
-      h('td', { class: 'actions' }, toggle, unlock, remove));
+      h('td', { class: 'actions' }, toggle, unlock, reset, remove));
   });
 
   const username = h('input', { id: 'new-username', required: true, autocomplete: 'off', maxlength: 64 });
