@@ -284,6 +284,57 @@ class Browser:
         self.shot(screenshot)
         pytest.fail(f"{what} (after {timeout_s:.0f} s; last seen: {last!r}); {self.problems()}")
 
+    def open_report(self, study_uid: str, series_number: int, groups: dict[str, dict[str, Any]], name: str, *,
+                    min_nonblack: float = MIN_NONBLACK_SHARE) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """Open the study, double-click the SR: its thumbnail's labels, and every group of
+        ``groups`` loaded as a DICOMSRDisplay annotation on the image of its (first) region."""
+        thumbnails = self.open_study(study_uid, (series_number,), min_nonblack=min_nonblack)
+        self.page.dblclick(f'[data-series="{series_number}"]')
+
+        def all_loaded() -> list[dict[str, Any]]:
+            found = [a for a in self.page.evaluate(_ANNOTATIONS_JS) if a["uid"] in groups]
+            return found if len(found) == len(groups) else []
+
+        annotations = self.poll(f"OHIF does not load the {name}'s measurements", 60, all_loaded,
+                                f"{name}-not-loaded.png")
+        for a in annotations:
+            assert a["tool"] == "DICOMSRDisplay", a
+            assert groups[a["uid"]]["sop_instance_uid"] in a["imageId"], f"annotation on the wrong image: {a}"
+        return thumbnails[series_number], annotations
+
+    def values_drawn(self, marker: str) -> list[str]:
+        """The viewport texts holding ``marker``; the pointer first crosses the image, as a
+        reader's does: cornerstone draws the annotations of the image shown at its next render,
+        which the movement brings about."""
+        pane = self.page.locator('[data-cy="viewport-pane"]').first.bounding_box()
+        assert pane is not None
+        self.page.mouse.move(pane["x"] + pane["width"] * 0.1, pane["y"] + pane["height"] * 0.9)
+        self.page.mouse.move(pane["x"] + pane["width"] * 0.12, pane["y"] + pane["height"] * 0.88)
+        return [x for x in self.page.evaluate(_VIEWPORT_TEXT_JS) if marker in x]
+
+    def first_values(self, marker: str, name: str, screenshot: str, *,
+                     min_nonblack: float = MIN_NONBLACK_SHARE) -> tuple[dict[str, Any], list[str], str | None]:
+        """The SR viewport's first image and the values drawn over it. OHIF 3.13 sometimes shows
+        the SR's first image before it has told the viewport which measurements to draw (a race
+        inside OHIF's SR viewport, about one time in three on two cores): the reader's way out is
+        the viewport's arrows, which jump to a measurement and set them. The image shown bare
+        then is returned, so that the caller can record it."""
+        drawn = self.wait_for_image(30, min_nonblack=min_nonblack)
+        bare = None
+        if not self.poll_quietly(10, lambda: self.values_drawn(marker)):
+            bare = drawn["imageId"].split("/instances/")[-1]
+            self.page.click('[data-cy="viewport-action-arrows-right"] svg')
+            self.page.wait_for_timeout(800)
+            self.page.click('[data-cy="viewport-action-arrows-left"] svg')
+            self.page.wait_for_timeout(800)
+            drawn = self.wait_for_image(30, min_nonblack=min_nonblack)
+        text = self.poll(f"the {name}'s values are not drawn over the image {drawn['imageId']}", 30,
+                         lambda: self.values_drawn(marker), screenshot)
+        return drawn, text, bare
+
+    def outlines(self) -> list[dict[str, Any]]:
+        return [shape for shape in self.page.evaluate(_SVG_OUTLINES_JS) if shape["w"] > 0 or shape["h"] > 0]
+
     def poll_quietly(self, timeout_s: float, check: Any) -> Any:
         """Call ``check()`` until it returns something true or ``timeout_s`` passes; no failure."""
         deadline = time.monotonic() + timeout_s
@@ -618,16 +669,8 @@ def test_ohif_shows_calcium_lesion_sr(voxa_factory: Any, browser_ready: Path, tm
         page = b.page
         try:
             b.sign_in(*study.voxa.auth)
-            thumbnails = b.open_study(study.study_uid, (LESION_SR_SERIES_NUMBER,))
-            assert thumbnails[LESION_SR_SERIES_NUMBER] == {"modality": "SR", "description": LESION_SR_DESCRIPTION}
-            page.dblclick(f'[data-series="{LESION_SR_SERIES_NUMBER}"]')
-
-            def all_drawn() -> list[dict[str, Any]]:
-                found = [a for a in page.evaluate(_ANNOTATIONS_JS) if a["uid"] in groups]
-                return found if len(found) == len(groups) else []
-
-            annotations = b.poll("OHIF does not load the lesion SR's measurements", 60, all_drawn,
-                                 "08-lesion-sr-not-loaded.png")
+            thumbnail, annotations = b.open_report(study.study_uid, LESION_SR_SERIES_NUMBER, groups, "lesion SR")
+            assert thumbnail == {"modality": "SR", "description": LESION_SR_DESCRIPTION}
             summary["annotations"] = annotations
             for a in annotations:
                 group = groups[a["uid"]]
@@ -642,32 +685,17 @@ def test_ohif_shows_calcium_lesion_sr(voxa_factory: Any, browser_ready: Path, tm
             # the lesions one after the other (the viewport's arrows), the largest first: each
             # lesion's image, its outline in the SR colour and its values over it
             seen: dict[str, list[str]] = {}
-            pane = page.locator('[data-cy="viewport-pane"]').first.bounding_box()
-            assert pane is not None
-
-            def values_drawn() -> list[str]:
-                # the pointer crosses the image, as a reader's does: cornerstone draws the annotations
-                # of the image shown at its next render, which the movement brings about
-                page.mouse.move(pane["x"] + pane["width"] * 0.1, pane["y"] + pane["height"] * 0.9)
-                page.mouse.move(pane["x"] + pane["width"] * 0.12, pane["y"] + pane["height"] * 0.88)
-                return [x for x in page.evaluate(_VIEWPORT_TEXT_JS) if "Calcium score" in x]
-
             for step in range(len(groups)):
-                drawn = b.wait_for_image(30)
-                if step == 0 and not b.poll_quietly(10, values_drawn):
-                    # OHIF 3.13 sometimes shows the SR's first image before it has told the viewport
-                    # which measurements to draw (a race inside OHIF's SR viewport, seen about one
-                    # time in three on two cores): the reader's way out is the viewport's arrows,
-                    # which jump to a measurement and set them. Recorded, so that it shows.
-                    summary["first image shown bare, arrows used"] = drawn["imageId"].split("/instances/")[-1]
-                    page.click('[data-cy="viewport-action-arrows-right"] svg')
-                    page.wait_for_timeout(800)
-                    page.click('[data-cy="viewport-action-arrows-left"] svg')
-                    page.wait_for_timeout(800)
+                shot = f"09-lesion-sr-{step + 1}.png"
+                if step == 0:
+                    drawn, text, bare = b.first_values("Calcium score", "lesion SR", shot)
+                    if bare:
+                        summary["first image shown bare, arrows used"] = bare
+                else:
                     drawn = b.wait_for_image(30)
-                text = b.poll(f"the lesions' values are not drawn over the image {drawn['imageId']}", 30, values_drawn,
-                              f"09-lesion-sr-{step + 1}.png")
-                outlines = [shape for shape in page.evaluate(_SVG_OUTLINES_JS) if shape["w"] > 0 or shape["h"] > 0]
+                    text = b.poll(f"the lesions' values are not drawn over the image {drawn['imageId']}", 30,
+                                  lambda: b.values_drawn("Calcium score"), shot)
+                outlines = b.outlines()
                 on_image = [uid for uid, g in groups.items() if g["sop_instance_uid"] in drawn["imageId"]]
                 assert on_image, f"the SR viewport shows {drawn['imageId']}, none of the lesions' images"
                 assert len(outlines) >= len(on_image), (outlines, on_image)
@@ -678,7 +706,7 @@ def test_ohif_shows_calcium_lesion_sr(voxa_factory: Any, browser_ready: Path, tm
                 if step == 0:
                     first = lesions[groups[next(iter(groups))]["identifier"]]
                     assert any(f"{first['agatston']:.2f}" in x for x in text), "the largest lesion is not shown first"
-                b.shot(f"09-lesion-sr-{step + 1}.png")
+                b.shot(shot)
                 summary[f"step {step + 1}"] = {"image": drawn["imageId"].split("/instances/")[-1], "text": text,
                                                "outlines": outlines}
                 page.click('[data-cy="viewport-action-arrows-right"] svg')
@@ -726,19 +754,10 @@ def test_ohif_shows_calcium_sr(voxa_factory: Any, browser_ready: Path, tmp_path:
     assert {g["identifier"] for g in groups.values()} == {*calcified, "Total coronary calcium"}, groups
     wanted = {name: f"Calcium score: {v['agatston']:.2f} 1" for name, v in per_artery.items() if v["lesion_count"]}
     with _browser(tmp_path, study.voxa.base_url) as b:
-        page = b.page
         try:
             b.sign_in(*study.voxa.auth)
-            thumbnails = b.open_study(study.study_uid, (CALCIUM_SR_SERIES_NUMBER,))
-            assert thumbnails[CALCIUM_SR_SERIES_NUMBER] == {"modality": "SR", "description": CALCIUM_SR_DESCRIPTION}
-            page.dblclick(f'[data-series="{CALCIUM_SR_SERIES_NUMBER}"]')
-
-            def all_loaded() -> list[dict[str, Any]]:
-                found = [a for a in page.evaluate(_ANNOTATIONS_JS) if a["uid"] in groups]
-                return found if len(found) == len(groups) else []
-
-            annotations = b.poll("OHIF does not load the calcium SR's measurements", 60, all_loaded,
-                                 "07-calcium-sr-not-loaded.png")
+            thumbnail, annotations = b.open_report(study.study_uid, CALCIUM_SR_SERIES_NUMBER, groups, "calcium SR")
+            assert thumbnail == {"modality": "SR", "description": CALCIUM_SR_DESCRIPTION}
             summary["annotations"] = annotations
             for a in annotations:
                 group = groups[a["uid"]]
@@ -750,23 +769,10 @@ def test_ohif_shows_calcium_sr(voxa_factory: Any, browser_ready: Path, tmp_path:
                 else:  # the total
                     total = f"Calcium score: {study.result['agatston_total']:.2f} 1"
                     assert total in a["labels"], (total, a["labels"])
-            pane = page.locator('[data-cy="viewport-pane"]').first.bounding_box()
-            assert pane is not None
-
-            def values_drawn() -> list[str]:
-                page.mouse.move(pane["x"] + pane["width"] * 0.1, pane["y"] + pane["height"] * 0.9)
-                page.mouse.move(pane["x"] + pane["width"] * 0.12, pane["y"] + pane["height"] * 0.88)
-                return [x for x in page.evaluate(_VIEWPORT_TEXT_JS) if "Calcium score" in x]
-
-            drawn = b.wait_for_image(30)
-            if not b.poll_quietly(10, values_drawn):  # OHIF's bare first image (see the lesion SR test)
-                summary["first image shown bare, arrows used"] = drawn["imageId"].split("/instances/")[-1]
-                page.click('[data-cy="viewport-action-arrows-right"] svg')
-                page.wait_for_timeout(800)
-                page.click('[data-cy="viewport-action-arrows-left"] svg')
-                page.wait_for_timeout(800)
-            text = b.poll("the calcium scores are not drawn over the image", 30, values_drawn, "07-calcium-sr.png")
-            outlines = [shape for shape in page.evaluate(_SVG_OUTLINES_JS) if shape["w"] > 0 or shape["h"] > 0]
+            _, text, bare = b.first_values("Calcium score", "calcium SR", "07-calcium-sr.png")
+            if bare:
+                summary["first image shown bare, arrows used"] = bare
+            outlines = b.outlines()
             assert outlines, "no outline drawn"
             summary["text"], summary["outlines"] = text, outlines
             b.shot("07-calcium-sr.png")
@@ -793,36 +799,9 @@ def _show_report(b: Browser, study_uid: str, series_number: int, groups: dict[st
                  marker: str, name: str, *, min_nonblack: float = MIN_NONBLACK_SHARE) -> dict[str, Any]:
     """Open the study in OHIF, double-click the SR: every group loaded as an annotation on the
     image of its first region, and the values of the one shown drawn over the image."""
-    page = b.page
-    b.open_study(study_uid, (series_number,), min_nonblack=min_nonblack)
-    page.dblclick(f'[data-series="{series_number}"]')
-
-    def all_loaded() -> list[dict[str, Any]]:
-        found = [a for a in page.evaluate(_ANNOTATIONS_JS) if a["uid"] in groups]
-        return found if len(found) == len(groups) else []
-
-    annotations = b.poll(f"OHIF does not load the {name}'s measurements", 60, all_loaded, f"10-{name}-not-loaded.png")
-    for a in annotations:
-        assert a["tool"] == "DICOMSRDisplay", a
-        assert groups[a["uid"]]["sop_instance_uid"] in a["imageId"], f"annotation on the wrong image: {a}"
-    pane = page.locator('[data-cy="viewport-pane"]').first.bounding_box()
-    assert pane is not None
-
-    def values_drawn() -> list[str]:
-        page.mouse.move(pane["x"] + pane["width"] * 0.1, pane["y"] + pane["height"] * 0.9)
-        page.mouse.move(pane["x"] + pane["width"] * 0.12, pane["y"] + pane["height"] * 0.88)
-        return [x for x in page.evaluate(_VIEWPORT_TEXT_JS) if marker in x]
-
-    drawn = b.wait_for_image(30, min_nonblack=min_nonblack)
-    if not b.poll_quietly(10, values_drawn):  # OHIF's bare first image (see the lesion SR test)
-        page.click('[data-cy="viewport-action-arrows-right"] svg')
-        page.wait_for_timeout(800)
-        page.click('[data-cy="viewport-action-arrows-left"] svg')
-        page.wait_for_timeout(800)
-        drawn = b.wait_for_image(30, min_nonblack=min_nonblack)
-    text = b.poll(f"the {name}'s values are not drawn over the image", 30, values_drawn, f"10-{name}.png")
-    outlines = [shape for shape in page.evaluate(_SVG_OUTLINES_JS) if shape["w"] > 0 or shape["h"] > 0]
-    assert outlines, f"no outline of the {name} drawn"
+    _, annotations = b.open_report(study_uid, series_number, groups, name, min_nonblack=min_nonblack)
+    drawn, text, _ = b.first_values(marker, name, f"10-{name}.png", min_nonblack=min_nonblack)
+    assert b.outlines(), f"no outline of the {name} drawn"
     b.shot(f"10-{name}.png")
     return {"annotations": len(annotations), "text": text, "image": drawn["imageId"].split("/instances/")[-1]}
 
