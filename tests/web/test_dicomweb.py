@@ -392,10 +392,69 @@ def test_frames(voxa_factory: Any) -> None:
         r = http.get(url + "/frames/1", headers={"Accept": "application/octet-stream"})
         assert r.status_code == 200 and r.content == xa_ds.PixelData[:frame_len]
 
+        # the web viewer's header: a bare single part first (no boundary to search), multipart next
+        viewer_accept = ("application/octet-stream; transfer-syntax=*, "
+                         "multipart/related; type=application/octet-stream; transfer-syntax=*; q=0.9")
+        r = http.get(url + "/frames/2", headers={"Accept": viewer_accept})
+        assert r.headers["content-type"] == f"application/octet-stream; transfer-syntax={ELE}"
+        assert r.content == xa_ds.PixelData[frame_len:2 * frame_len]
+        r = http.get(rle_url + "/frames/2", headers={"Accept": viewer_accept})
+        assert r.headers["content-type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.5"
+        assert r.content == encoded[1]
+        r = http.get(rle_url + "/frames/1,2", headers={"Accept": viewer_accept})  # two frames need multipart
+        assert [p for _, p in _parts(r)] == encoded
+        r = http.get(url + "/frames/2", headers={"Accept": "multipart/related; type=application/octet-stream, "
+                                                           "application/octet-stream; q=0.5"})
+        assert _parts(r)[0][1] == xa_ds.PixelData[frame_len:2 * frame_len]
+
         assert http.get(url + "/frames/5").status_code == 404
         assert "4 frames" in http.get(url + "/frames/5").json()["error"]
         assert http.get(url + "/frames/0").status_code == 400
         assert http.get(url + "/frames/a").status_code == 400
+
+
+def test_pixel_data_of_a_series_and_a_study(voxa_factory: Any) -> None:
+    """PS3.18 Pixel Data resources: every frame of a series in one response, display order,
+    each part named by its frame's URL and as long as it says."""
+    v = voxa_factory(http=True)
+    ct = small_ct(3, slices=4)
+    datasets = sorted(ct.datasets(), key=lambda d: int(d.InstanceNumber))
+    _ingest(v.archive, datasets)
+    xa = xa_run(3, frames=3, size=32)
+    [xa_ds] = list(xa.datasets())
+    _ingest(v.archive, [xa_ds])
+    series = f"/studies/{ct.study_instance_uid}/series/{datasets[0].SeriesInstanceUID}"
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    with _http(v) as http:
+        r = http.get(series + "/pixeldata", headers={"Accept": accept})
+        assert r.status_code == 200, r.text
+        parts = _parts(r)
+        assert [h["content-location"] for h, _ in parts] == [
+            f"{v.base_url}/dicom-web{series}/instances/{d.SOPInstanceUID}/frames/1" for d in datasets]
+        assert [body for _, body in parts] == [d.PixelData for d in datasets]
+        assert all(int(h["content-length"]) == len(body) for h, body in parts)
+        assert parts[0][0]["content-type"] == f"application/octet-stream; transfer-syntax={ELE}"
+        # an instance's frames, and a study's: the same parts as asking frame by frame
+        xa_url = f"/studies/{xa.study_instance_uid}/series/{xa_ds.SeriesInstanceUID}/instances/{xa_ds.SOPInstanceUID}"
+        frames = _parts(http.get(xa_url + "/pixeldata", headers={"Accept": accept}))
+        assert [b for _, b in frames] == [xa_ds.PixelData[i * 1024:(i + 1) * 1024] for i in range(3)]
+        assert [b for _, b in _parts(http.get(f"/studies/{xa.study_instance_uid}/pixeldata"))] == [b for _, b in frames]
+        # compressed images come as stored when any syntax will do, decoded otherwise
+        rle = _ingest_file(v.archive, "SC_rgb_rle_2frame.dcm")
+        rle_url = f"/studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/pixeldata"
+        stored = _parts(http.get(rle_url, headers={"Accept": accept}))
+        assert [b for _, b in stored] == list(generate_frames(rle.PixelData, number_of_frames=2))
+        assert stored[0][0]["content-type"] == "image/dicom-rle; transfer-syntax=1.2.840.10008.1.2.5"
+        native = _parts(http.get(rle_url, headers={"Accept": 'multipart/related; type="application/octet-stream"'}))
+        assert [b for _, b in native] == [f.tobytes() for f in rle.pixel_array]
+        # refusals say why
+        r = http.get(series + "/pixeldata", headers={"Accept": "application/octet-stream"})
+        assert r.status_code == 406 and "multipart/related" in r.json()["error"]
+        r = http.get(rle_url, headers={"Accept": 'multipart/related; type="image/jpeg"'})
+        assert r.status_code == 406 and "cannot encode" in r.json()["error"]
+        r = http.get(series + "/pixeldata", headers={"Accept": 'multipart/related; type="image/png"'})
+        assert r.status_code == 406 and "cannot be sent" in r.json()["error"]
+        assert http.get(f"/studies/{ct.study_instance_uid}/series/1.2.3/pixeldata").status_code == 404
 
 
 def test_bit_packed_frames_off_byte_boundaries(voxa_factory: Any) -> None:

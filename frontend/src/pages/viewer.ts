@@ -13,6 +13,7 @@ import { core, startCornerstone, tools } from '../viewer/cs';
 import { MeasurementSync } from '../viewer/measurements';
 import { Overlay } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
+import { streamSeriesPixelData } from '../viewer/seriesPixelData';
 import { applyVrPreset } from '../viewer/vrPresets';
 
 type Mode = 'stack' | 'mpr' | '3d';
@@ -579,6 +580,12 @@ class Viewer {
     for (const c of cells) group.addViewport(c.viewportId, this.engineId);
 
     this.timings.volumeStartMs = performance.now();
+    // the frames not yet in the cache in one request (a volume asked for frame by frame is
+    // mostly requests); the ones the stack view has already loaded are not fetched again
+    const missing = series.imageIds.filter((id) => !core.cache.getImageLoadObject(id));
+    if (missing.length >= PIXEL_DATA_MIN_FRAMES && !core.cache.getVolumeLoadObject(volumeId)) {
+      this.disposers.push(streamSeriesPixelData(series.studyUid, series.seriesUid, missing));
+    }
     const volume = await core.volumeLoader.createAndCacheVolume(volumeId, { imageIds: series.imageIds });
     if (this.destroyed || !this.cells.includes(cells[0])) return;
     // Cornerstone re-renders the views after every 2 % of the slices; in software WebGL each
@@ -612,8 +619,12 @@ class Viewer {
 
   private watchVolume(volume: VolumeLike, viewportIds: string[]): void {
     const total = volume.imageIds?.length ?? 0;
-    // a 3D frame without a GPU takes seconds: draw it once the volume is complete
-    const renderEveryMs = softwareRendering() ? (this.mode === '3d' ? Infinity : 1500) : this.mode === '3d' ? 1000 : 300;
+    // Without a GPU a 3D frame takes seconds and every view drawn while loading slows the
+    // loading itself (the page's thread draws and takes the slices in): 3D is drawn once
+    // complete, MPR shows its first view filling up and the other two at the end.
+    const software = softwareRendering();
+    const renderEveryMs = software ? (this.mode === '3d' ? Infinity : 1500) : this.mode === '3d' ? 1000 : 300;
+    const whileLoading = software ? viewportIds.slice(0, 1) : viewportIds;
     let lastRender = performance.now();
     let lastDone = 0;
     const tick = () => {
@@ -627,7 +638,7 @@ class Viewer {
       if (complete || (done > lastDone && performance.now() - lastRender >= renderEveryMs)) {
         lastRender = performance.now();
         lastDone = done;
-        this.engine.renderViewports(viewportIds);
+        this.engine.renderViewports(complete ? viewportIds : whileLoading);
       }
       if (complete) {
         if (this.timings.volumeReadyMs === undefined) {
@@ -920,6 +931,7 @@ class Viewer {
           rotation: vp?.getViewPresentation?.().rotation,
           flipHorizontal: vp?.getCamera().flipHorizontal ?? false,
           zoom: vp?.getZoom(),
+          viewPlaneNormal: vp?.getCamera().viewPlaneNormal,
         };
       }),
       annotations: tools.annotation.state.getAllAnnotations().map((a) => ({ uid: a.annotationUID, tool: a.metadata?.toolName })),
@@ -941,6 +953,9 @@ function softwareRendering(): boolean {
   }
   return software;
 }
+
+/** Below this many frames to load, asking for each one is as quick. */
+const PIXEL_DATA_MIN_FRAMES = 16;
 
 /**
  * Load the rest of a stack in the background so that scrolling is instant: four at a time, so

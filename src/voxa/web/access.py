@@ -494,7 +494,6 @@ class HttpAuditor:
             event.patient_ids = tuple(sorted({p for p in found.scalars() if p}))
 
     def record(self, event: AuditEvent) -> None:
-        self._fill_patient_ids(event)
         event.patient_ids = tuple(sorted(set(_as_tuple(event.patient_ids))))
         event.study_instance_uids = tuple(sorted(set(_as_tuple(event.study_instance_uids))))
         key = None
@@ -509,6 +508,9 @@ class HttpAuditor:
                 seen = self._recent.get(key)
                 if seen is not None and now - seen < self.coalesce_s:
                     return
+        # looked up only for a record that is written: the studies name the patients, so the
+        # key above (the patients as the request gave them, and the studies) is the same
+        self._fill_patient_ids(event)
         self.trail.record(event)
         if key is not None:
             with self._lock:

@@ -110,6 +110,47 @@ def transcode(data: bytes, source: str, target: str) -> bytes:
         raise TranscodeError(f"cannot convert {ts_name(source)} to {ts_name(target)}: {e}") from None
 
 
+_PIXEL_DATA_LE = b"\xe0\x7f\x10\x00"
+
+
+def trailing_native_frames(fp: BinaryIO, size: int, transfer_syntax: str, rows: int, columns: int,
+                           number_of_frames: int, indexes: list[int]) -> list[bytes] | None:
+    """Frames (0-based ``indexes``) of a little-endian native file whose last element is Pixel
+    Data, read without parsing the header; None when the file is not laid out so.
+
+    A viewer asks for a CT's frames one request at a time: parsing each header costs more
+    than the rest of the request. The value's length must be rows x columns x frames x a
+    whole number of bytes per pixel and end the file exactly, with Pixel Data's tag, VR and
+    that length in front of it, or the caller parses the file as usual."""
+    if transfer_syntax not in (ELE, ILE) or rows <= 0 or columns <= 0 or number_of_frames <= 0:
+        return None
+    if any(not 0 <= i < number_of_frames for i in indexes):
+        return None
+    header = 8 if transfer_syntax == ILE else 12
+    for bytes_per_pixel in (2, 1, 3, 4, 6, 8):  # samples x bytes per sample
+        frame = rows * columns * bytes_per_pixel
+        length = frame * number_of_frames
+        padded = length + (length & 1)
+        at = size - padded - header
+        if at < 0:
+            continue
+        fp.seek(at)
+        head = fp.read(header)
+        if head[:4] != _PIXEL_DATA_LE or int.from_bytes(head[-4:], "little") != padded:
+            continue
+        if header == 12 and head[4:8] not in (b"OW\0\0", b"OB\0\0"):
+            continue
+        out = []
+        for i in indexes:
+            fp.seek(at + header + i * frame)
+            data = fp.read(frame)
+            if len(data) != frame:
+                return None
+            out.append(data)
+        return out
+    return None
+
+
 class InstanceFile:
     """A stored instance opened for pixel access; use as a context manager."""
 

@@ -16,7 +16,7 @@ import gzip
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -60,7 +60,14 @@ from voxa.web.dicomweb.media import (
     parse_range,
     pixel_media_type,
 )
-from voxa.web.dicomweb.pixels import InstanceFile, TranscodeError, transcode, transcode_problem, ts_name
+from voxa.web.dicomweb.pixels import (
+    InstanceFile,
+    TranscodeError,
+    trailing_native_frames,
+    transcode,
+    transcode_problem,
+    ts_name,
+)
 from voxa.web.teaching import teaching_bytes, teaching_json
 
 log = logging.getLogger(__name__)
@@ -307,7 +314,8 @@ def choose_frame_encoding(stored_ts: str, ranges: list[MediaRange]) -> tuple[Fra
             if ts == "*" or (ts is None and stored_native):
                 if stored_native:
                     return ("native", ELE, OCTET_STREAM), []
-                return ("stored", stored_ts, stored_media), []
+                # a single part says its syntax in its own Content-Type; parts keep the image type
+                return ("stored", stored_ts, stored_media if r.multipart else OCTET_STREAM), []
             if ts in (None, ELE, ILE):
                 return ("native", ELE, OCTET_STREAM), []
             if ts == stored_ts:
@@ -345,6 +353,40 @@ def frames_response(request: Request, rt: Any, row: InstanceRow, numbers: list[i
     if plan is None:
         raise DomainError(406, f"frames of {ts_name(row.transfer_syntax_uid)} cannot be sent as asked: "
                                f"{'; '.join(dict.fromkeys(reasons))}")
+    payloads = _trailing_frames(rt, row, numbers, plan) if numbers is not None else None
+    if payloads is None:
+        payloads = _parsed_frames(rt, row, numbers, plan)
+    if numbers is None:
+        numbers = list(range(1, len(payloads) + 1))
+    mode, target, media = plan
+    part_type = f"{media}; transfer-syntax={target}"
+    # the first range that could be served is the one the plan answers: one frame asked for
+    # without multipart comes as the bare body (no boundary for the client to search for)
+    chosen = next(r for r in ranges if choose_frame_encoding(row.transfer_syntax_uid, [r])[0] is not None)
+    if len(payloads) == 1 and not chosen.multipart and chosen.type not in ("*/*", "*") and chosen.matches(media):
+        return Response(payloads[0], media_type=part_type)
+    boundary = multipart.new_boundary()
+    root = dicomweb_root(request)
+    base = instance_url(root, row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid)
+    parts = [({"Content-Type": part_type, "Content-Location": f"{base}/frames/{n}",
+               "Content-Length": str(len(p))}, (p,)) for n, p in zip(numbers, payloads, strict=True)]
+    body = b"".join(multipart.encode(parts, boundary))
+    return Response(body, media_type=multipart.content_type(media, boundary, transfer_syntax=target))
+
+
+def _trailing_frames(rt: Any, row: InstanceRow, numbers: list[int], plan: FramePlan) -> list[bytes] | None:
+    """The frames read without parsing the file, where its layout allows (see trailing_native_frames)."""
+    if plan[0] not in ("stored", "native") or not row.rows or not row.columns:
+        return None
+    try:
+        with rt.archive.blobs.open(row.blob_key) as fp:
+            return trailing_native_frames(fp, row.size_bytes, row.transfer_syntax_uid, row.rows, row.columns,
+                                          row.frames, [n - 1 for n in numbers])
+    except (BlobNotFound, OSError):
+        return None  # the parsing path says what is wrong
+
+
+def _parsed_frames(rt: Any, row: InstanceRow, numbers: list[int] | None, plan: FramePlan) -> list[bytes]:
     try:
         f = InstanceFile(rt.archive.blobs, row.blob_key, row.transfer_syntax_uid)
     except BlobNotFound:
@@ -360,21 +402,9 @@ def frames_response(request: Request, rt: Any, row: InstanceRow, numbers: list[i
         except LookupError as e:
             raise DomainError(404, str(e)) from None
         try:
-            payloads = [_frame_bytes(f, n - 1, plan) for n in numbers]
+            return [_frame_bytes(f, n - 1, plan) for n in numbers]
         except TranscodeError as e:
             raise DomainError(406, str(e)) from None
-    mode, target, media = plan
-    part_type = f"{media}; transfer-syntax={target}"
-    single_ok = any(not r.multipart and r.type != "*/*" and (r.matches(media)) for r in ranges)
-    if len(payloads) == 1 and single_ok and not any(r.multipart for r in ranges):
-        return Response(payloads[0], media_type=part_type)
-    boundary = multipart.new_boundary()
-    root = dicomweb_root(request)
-    base = instance_url(root, row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid)
-    parts = [({"Content-Type": part_type, "Content-Location": f"{base}/frames/{n}",
-               "Content-Length": str(len(p))}, (p,)) for n, p in zip(numbers, payloads, strict=True)]
-    body = b"".join(multipart.encode(parts, boundary))
-    return Response(body, media_type=multipart.content_type(media, boundary, transfer_syntax=target))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frame_list}",
@@ -391,6 +421,76 @@ def retrieve_frames(study: str, series: str, sop: str, frame_list: str, request:
 @requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
 def retrieve_all_frames(study: str, series: str, sop: str, request: Request, rt: RuntimeDep) -> Response:
     return frames_response(request, rt, one_instance(rt.archive.index, study, series, sop), None)
+
+
+@router.get("/studies/{study}/pixeldata", summary="WADO-RS: the frames of every image of a study")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
+def study_pixel_data(study: str, request: Request, rt: RuntimeDep) -> Response:
+    return pixel_data_response(request, rt, instances(rt.archive.index, study))
+
+
+@router.get("/studies/{study}/series/{series}/pixeldata", summary="WADO-RS: the frames of every image of a series")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
+def series_pixel_data(study: str, series: str, request: Request, rt: RuntimeDep) -> Response:
+    return pixel_data_response(request, rt, instances(rt.archive.index, study, series))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/pixeldata",
+            summary="WADO-RS: the frames of an instance")
+@requires(Perm.VIEW_IMAGES, Perm.TEACHING_VIEW, audit=AuditAction.VIEW)
+def instance_pixel_data(study: str, series: str, sop: str, request: Request, rt: RuntimeDep) -> Response:
+    return pixel_data_response(request, rt, [one_instance(rt.archive.index, study, series, sop)])
+
+
+def pixel_data_response(request: Request, rt: Any, rows: list[InstanceRow]) -> StreamingResponse:
+    """PS3.18 Pixel Data resources: every frame of the images, one part each, in display order.
+
+    One request for a whole series instead of one per frame: a viewer building a volume
+    spends most of its time on the requests, not the pixels. Each part carries the frame's
+    URL (Content-Location) and its length, so a client can split the stream without searching
+    it; the media types and transfer syntaxes are negotiated as for frames."""
+    ranges = parse_accept(request.headers.get("accept"))
+    if not any(r.multipart or r.type in ("*/*", "*") for r in ranges):
+        raise DomainError(406, 'the pixel data of several frames is sent as multipart/related; '
+                               'type="application/octet-stream"')
+    images = [r for r in rows if r.is_image]
+    if not images:
+        raise DomainError(404, "no image here: nothing has pixel data")
+    plans: dict[str, FramePlan] = {}
+    for ts in dict.fromkeys(r.transfer_syntax_uid for r in images):
+        plan, reasons = choose_frame_encoding(ts, [r for r in ranges if r.multipart or r.type in ("*/*", "*")])
+        if plan is None:
+            raise DomainError(406, f"frames of {ts_name(ts)} cannot be sent as asked: "
+                                   f"{'; '.join(dict.fromkeys(reasons))}")
+        plans[ts] = plan
+    media = {plan[2] for plan in plans.values()}
+    inner = media.pop() if len(media) == 1 else OCTET_STREAM
+    root = dicomweb_root(request)
+
+    def frames_of(row: InstanceRow) -> list[bytes]:
+        numbers = list(range(1, row.frames + 1))
+        plan = plans[row.transfer_syntax_uid]
+        return _trailing_frames(rt, row, numbers, plan) or _parsed_frames(rt, row, numbers, plan)
+
+    # the first image of each stored syntax now: an encoder that refuses them is a 406, not a cut stream
+    ready = {row.id: frames_of(row) for row in {r.transfer_syntax_uid: r for r in reversed(images)}.values()}
+
+    def parts() -> Iterator[tuple[dict[str, str], Iterable[bytes]]]:
+        for row in images:
+            plan = plans[row.transfer_syntax_uid]
+            numbers = list(range(1, row.frames + 1))
+            try:
+                payloads = ready.pop(row.id, None) or frames_of(row)
+            except DomainError as e:  # the status is sent: leave the instance out, the client asks for it alone
+                log.warning("pixel data of instance %s left out: %s", row.sop_instance_uid, e.message)
+                continue
+            base = instance_url(root, row.study_instance_uid, row.series_instance_uid, row.sop_instance_uid)
+            for n, payload in zip(numbers, payloads, strict=True):
+                yield ({"Content-Type": f"{plan[2]}; transfer-syntax={plan[1]}",
+                        "Content-Location": f"{base}/frames/{n}", "Content-Length": str(len(payload))}, (payload,))
+
+    boundary = multipart.new_boundary()
+    return StreamingResponse(multipart.encode(parts(), boundary), media_type=multipart.content_type(inner, boundary))
 
 
 # -- bulk data ---------------------------------------------------------------------------------
