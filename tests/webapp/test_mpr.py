@@ -1,7 +1,8 @@
-"""MPR in headless Chromium against a real Voxa: the volume arrives in one request (the series'
-WADO-RS Pixel Data resource, no request per frame) with the stored values in Hounsfield units,
-and dragging a crosshair's rotation handle turns the other two views oblique. Any console error
-fails the test. Screenshot: ``test-artifacts/webapp/mpr-oblique.png``."""
+"""MPR and 3D in headless Chromium against a real Voxa: the volume arrives in one request (the
+series' WADO-RS Pixel Data resource, no request per frame) with the stored values in Hounsfield
+units; dragging a crosshair's rotation handle turns the other two views oblique; the 3D clip box
+cuts the volume where its face is dragged, and reset removes it. Any console error fails the
+tests. Screenshots: ``test-artifacts/webapp/mpr-oblique.png``, ``3d-clip-box.png``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,38 @@ _HANDLE_JS = """
 """
 
 
+# the clip box of the 3D view: its planes on the volume's mapper, and its handles in page coordinates
+_CLIP_JS = """
+() => {
+  const vp = window.cornerstone.getRenderingEngines()[0].getViewport('vr-3d');
+  const tool = window.cornerstoneTools.ToolGroupManager.getToolGroup('voxa-3d').getToolInstance('VolumeCropping');
+  const box = vp.element.getBoundingClientRect();
+  const mapper = vp.getActors()[0].actor.getMapper();
+  return {
+    planes: mapper.getClippingPlanes().map((p) => ({origin: Array.from(p.getOrigin()), normal: Array.from(p.getNormal())})),
+    faces: (tool.sphereStates || []).filter((s) => !s.isCorner).map((s) => {
+      const [x, y] = vp.worldToCanvas(s.point);
+      return {axis: s.axis, page: [box.left + x, box.top + y], world: Array.from(s.point)};
+    }),
+    centre: [box.left + box.width / 2, box.top + box.height / 2],
+  };
+}
+"""
+
+
+def _sign_in(page: Any, voxa: Any, path: str) -> None:
+    page.add_init_script(f"localStorage.setItem('voxa.tourDone.{voxa.auth[0]}', '1')")
+    page.goto(f"{voxa.base_url}{path}")
+    page.wait_for_url(re.compile(r".*/login\?next="))
+    page.fill("#username", voxa.auth[0])
+    page.fill("#password", voxa.auth[1])
+    page.click("button[type=submit]")
+
+
+def _canvas_pixels(page: Any) -> str:
+    return str(page.evaluate("() => document.querySelector('#viewer canvas').toDataURL()"))
+
+
 def _normals(page: Any) -> dict[str, list[float]]:
     state = page.evaluate("() => window.voxaViewer.state()")
     return {c["id"]: c["viewPlaneNormal"] for c in state["cells"]}
@@ -72,12 +105,7 @@ def test_mpr_volume_in_one_request_and_oblique_rotation(voxa_factory: Any) -> No
             watch = PageWatch(page)
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
-            page.add_init_script(f"localStorage.setItem('voxa.tourDone.{voxa.auth[0]}', '1')")
-            page.goto(f"{voxa.base_url}/app/viewer/{ct.study_instance_uid}?mode=mpr")
-            page.wait_for_url(re.compile(r".*/login\?next="))
-            page.fill("#username", voxa.auth[0])
-            page.fill("#password", voxa.auth[1])
-            page.click("button[type=submit]")
+            _sign_in(page, voxa, f"/app/viewer/{ct.study_instance_uid}?mode=mpr")
             page.locator("#viewer[data-volume-ready=true]").wait_for(timeout=120_000)
             wait_for_viewports(page, 3, 60, watch.problems)
 
@@ -117,5 +145,66 @@ def test_mpr_volume_in_one_request_and_oblique_rotation(voxa_factory: Any) -> No
             page.screenshot(path=str(path))
             check_screenshot(path)
             watch.assert_no_errors("MPR: one request, oblique rotation")
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_3d_clip_box(voxa_factory: Any) -> None:
+    if not webapp.is_built(webapp.webapp_dir()):
+        pytest.skip("the web application is not built (bash scripts/build_frontend.sh)")
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    voxa = voxa_factory(http=True)
+    ct = small_ct(7, slices=40, rows=128, slice_thickness_mm=2.5)
+    for ds in ct.datasets():
+        assert voxa.archive.ingest(dataset_to_bytes(ds), source="test").ok
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_context(viewport=DESKTOP, locale="en-GB").new_page()
+            watch = PageWatch(page)
+            _sign_in(page, voxa, f"/app/viewer/{ct.study_instance_uid}?mode=3d")
+            page.locator("#viewer[data-volume-ready=true]").wait_for(timeout=120_000)
+            wait_for_viewports(page, 1, 60, watch.problems)
+            assert page.evaluate(_CLIP_JS)["planes"] == []
+            unclipped = _canvas_pixels(page)
+
+            # the clip box: six planes, a handle on each face
+            page.click("#tool-clip")
+            page.wait_for_function("() => document.querySelector('#tool-clip').getAttribute('aria-pressed') === 'true'")
+            clip = page.evaluate(_CLIP_JS)
+            assert len(clip["planes"]) == 6 and len(clip["faces"]) == 6, clip
+            # drag the face handle farthest from the centre of the view halfway to it
+            cx, cy = clip["centre"]
+            face = max(clip["faces"], key=lambda f: math.hypot(f["page"][0] - cx, f["page"][1] - cy))
+            (fx, fy) = face["page"]
+            page.mouse.move(fx, fy)
+            page.mouse.down()
+            page.mouse.move((fx + cx) / 2, (fy + cy) / 2, steps=8)
+            page.mouse.up()
+            page.wait_for_timeout(1500)
+            moved = page.evaluate(_CLIP_JS)
+            after = next(f for f in moved["faces"] if f["axis"] == face["axis"]
+                         and math.dist(f["world"], face["world"]) > 1.0)
+            assert math.dist(after["world"], face["world"]) > 5.0, (face, after)  # millimetres
+            assert moved["planes"] != clip["planes"]
+            wait_for_viewports(page, 1, 60, watch.problems)
+            clipped = _canvas_pixels(page)
+            assert clipped != unclipped
+            path = ARTIFACTS / "3d-clip-box.png"
+            page.screenshot(path=str(path))
+            check_screenshot(path)
+
+            # reset: the whole volume again, the rotate tool back
+            page.click("#action-reset")
+            page.wait_for_timeout(1000)
+            assert page.evaluate(_CLIP_JS)["planes"] == []
+            assert page.get_attribute("#tool-trackball", "aria-pressed") == "true"
+            watch.assert_no_errors("3D clip box")
         finally:
             browser.close()

@@ -42,6 +42,7 @@ const T = {
   rotate: tools.PlanarRotateTool.toolName,
   crosshairs: tools.CrosshairsTool.toolName,
   trackball: tools.TrackballRotateTool.toolName,
+  clip: tools.VolumeCroppingTool.toolName,
 };
 
 /** Window presets (width, centre in HU). */
@@ -88,10 +89,18 @@ const MODE_TOOLS: Record<Mode, { id: string; tool: string; label: MessageKey }[]
   ],
   '3d': [
     { id: 'trackball', tool: T.trackball, label: 'tool.rotate3d' },
+    { id: 'clip', tool: T.clip, label: 'tool.clipBox' },
     { id: 'pan', tool: T.pan, label: 'tool.pan' },
     { id: 'zoom', tool: T.zoom, label: 'tool.zoom' },
   ],
 };
+
+/** What the viewer uses of Cornerstone's VolumeCroppingTool. */
+interface ClipBox {
+  setClippingPlanesVisible(visible: boolean): void;
+  getClippingPlanesVisible(): boolean;
+  setHandlesVisible(visible: boolean): void;
+}
 
 const GROUP: Record<Mode, string> = { stack: 'voxa-stack', mpr: 'voxa-mpr', '3d': 'voxa-3d' };
 const PRIMARY = [{ mouseButton: MouseBindings.Primary }, { numTouchPoints: 1 }];
@@ -278,7 +287,10 @@ class Viewer {
     mpr.setToolActive(T.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     mpr.setToolActive(T.zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }, { numTouchPoints: 2 }] });
 
-    const vr = make('3d', [T.trackball, T.pan, T.zoom], zoomConfig);
+    const vr = make('3d', [T.trackball, T.pan, T.zoom, T.clip], {
+      ...zoomConfig,
+      [T.clip]: { initialCropFactor: 0.1, sphereRadius: 6, grabSpherePixelDistance: 16 },
+    });
     vr.setToolActive(T.pan, { bindings: [{ mouseButton: MouseBindings.Auxiliary }] });
     vr.setToolActive(T.zoom, { bindings: [{ mouseButton: MouseBindings.Secondary }, { mouseButton: MouseBindings.Wheel }, { numTouchPoints: 2 }] });
     vr.setToolActive(T.trackball, { bindings: PRIMARY });
@@ -299,6 +311,11 @@ class Viewer {
       if (previous === T.crosshairs) group.setToolPassive(T.crosshairs);
     }
     group.setToolActive(tool, { bindings: PRIMARY });
+    // The clip box: its handles (faces and corners) are dragged with the clip tool and hidden
+    // with any other; the volume stays clipped until reset.
+    const clip = this.mode === '3d' ? (group.getToolInstance(T.clip) as unknown as ClipBox | undefined) : undefined;
+    if (clip && tool === T.clip) clip.setClippingPlanesVisible(true);
+    else if (clip && previous === T.clip && previous !== tool) clip.setHandlesVisible(false);
     this.primary[this.mode] = tool;
     this.toolbar.querySelectorAll<HTMLButtonElement>('[data-tool]').forEach((b) => {
       b.setAttribute('aria-pressed', String(b.dataset.tool === tool));
@@ -719,6 +736,12 @@ class Viewer {
       vp.render();
     }
     if (this.mode === 'mpr') this.applySlab();
+    if (this.mode === '3d') {
+      const group = tools.ToolGroupManager.getToolGroup(GROUP['3d']);
+      const clip = group?.getToolInstance(T.clip) as unknown as ClipBox | undefined;
+      if (clip && clip.getClippingPlanesVisible()) clip.setClippingPlanesVisible(false);
+      if (this.primary['3d'] === T.clip) this.setPrimaryTool(T.trackball);
+    }
   }
 
   private applySlab(): void {

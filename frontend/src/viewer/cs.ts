@@ -25,6 +25,7 @@ export const TOOL_CLASSES = [
   tools.CrosshairsTool,
   tools.TrackballRotateTool,
   tools.VolumeRotateTool,
+  tools.VolumeCroppingTool,
 ];
 
 let started = false;
