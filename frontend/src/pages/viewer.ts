@@ -3,9 +3,9 @@
 // saved on the server; MPR (axial, sagittal, coronal with crosshairs and slab MIP/MinIP/
 // average) and 3D volume rendering with presets. Every image is drawn by Cornerstone3D from
 // Voxa's DICOMweb (WADO-RS metadata and frames).
-import { NON_IMAGE_MODALITIES, firstSeries, studySeries, thumbnailUrl } from '../api';
-import { Tag, num, str, type DicomJson } from '../dicom';
-import { t, type MessageKey } from '../i18n';
+import { NON_IMAGE_MODALITIES, STUDY_FIELDS, firstSeries, searchStudies, studySeries, thumbnailUrl } from '../api';
+import { Tag, modalities, num, str, type DicomJson } from '../dicom';
+import { formatDicomDate, t, type MessageKey } from '../i18n';
 import { href, type Cleanup, type Route } from '../router';
 import { append, h, setMessage, toast } from '../ui/dom';
 import { SHORTCUTS, isTyping } from '../ui/shortcuts';
@@ -194,6 +194,7 @@ class Viewer {
   }
 
   private requestedSeries?: string;
+  private priors: DicomJson[] = [];
 
   async start(): Promise<void> {
     append(this.container, this.root);
@@ -223,6 +224,7 @@ class Viewer {
     this.measurements = new MeasurementSync({
       studyUid: this.studyUid,
       seriesFor: (imageId) => this.seriesForImage(imageId),
+      isPrior: (imageId) => this.isPriorImage(imageId),
       elementFor: (imageId) => this.cells.find((c) => c.series && c.series.sopByImageId.has(imageId) && this.isStack(c))?.element,
       jumpTo: (imageId) => this.jumpTo(imageId),
     });
@@ -233,6 +235,7 @@ class Viewer {
     const first = this.series.find((s) => str(s, Tag.SeriesInstanceUID) === this.requestedSeries) ?? this.series[0];
     this.volumeSeries = undefined;
     await this.setMode(this.mode, str(first, Tag.SeriesInstanceUID));
+    void this.loadPriors();
     await measurements;
     this.measurements.restore();
   }
@@ -408,15 +411,84 @@ class Viewer {
   private renderSeriesPanel(): void {
     this.seriesPanel.replaceChildren(h('h2', { i18n: 'viewer.series' }), h('ul', { class: 'series-list' }, ...this.series.map((s) => {
       const uid = str(s, Tag.SeriesInstanceUID);
-      const img = h('img', { src: thumbnailUrl(this.studyUid, uid), alt: '', loading: 'lazy', width: 96, height: 96 });
-      img.addEventListener('error', () => img.classList.add('broken'));
-      return h('li', {}, h('button', { class: 'series-thumb', data: { series: uid }, on: { click: () => void this.showSeries(uid) } },
-        img,
-        h('span', { class: 'series-title' }, `${str(s, Tag.Modality)} ${str(s, Tag.SeriesNumber)}`.trim()),
-        h('span', { class: 'series-desc' }, str(s, Tag.SeriesDescription)),
-        h('span', { class: 'muted', i18n: 'study.imageCount', i18nParams: { count: num(s, Tag.NumberOfSeriesRelatedInstances) ?? 0 } })));
+      return this.seriesItem(this.studyUid, s, () => void this.showSeries(uid));
     })));
+    this.renderPriors();
     this.markSeries();
+  }
+
+  private seriesItem(studyUid: string, s: DicomJson, open: () => void): HTMLElement {
+    const uid = str(s, Tag.SeriesInstanceUID);
+    const img = h('img', { src: thumbnailUrl(studyUid, uid), alt: '', loading: 'lazy', width: 96, height: 96 });
+    img.addEventListener('error', () => img.classList.add('broken'));
+    return h('li', {}, h('button', { class: 'series-thumb', data: { series: uid }, on: { click: open } },
+      img,
+      h('span', { class: 'series-title' }, `${str(s, Tag.Modality)} ${str(s, Tag.SeriesNumber)}`.trim()),
+      h('span', { class: 'series-desc' }, str(s, Tag.SeriesDescription)),
+      h('span', { class: 'muted', i18n: 'study.imageCount', i18nParams: { count: num(s, Tag.NumberOfSeriesRelatedInstances) ?? 0 } })));
+  }
+
+  /** The patient's other studies (newest first), listed under the series for comparison. */
+  private async loadPriors(): Promise<void> {
+    const current = [...this.loaded.values()].find((s) => s.studyUid === this.studyUid)?.first;
+    const patientId = str(current, Tag.PatientID);
+    if (!patientId || /[*?\\]/.test(patientId)) return; // QIDO would read a wildcard in it
+    const params = new URLSearchParams({ PatientID: patientId });
+    for (const f of STUDY_FIELDS) params.append('includefield', f);
+    let found: DicomJson[];
+    try {
+      found = (await searchStudies(params)).results;
+    } catch (e) {
+      console.warn('priors not listed', e);
+      return;
+    }
+    if (this.destroyed) return;
+    this.priors = found
+      .filter((s) => str(s, Tag.StudyInstanceUID) !== this.studyUid)
+      .sort((a, b) => (str(b, Tag.StudyDate) + str(b, Tag.StudyTime)).localeCompare(str(a, Tag.StudyDate) + str(a, Tag.StudyTime)));
+    this.renderPriors();
+  }
+
+  private renderPriors(): void {
+    this.seriesPanel.querySelector('.priors')?.remove();
+    if (!this.priors.length) return;
+    const items = this.priors.map((study) => {
+      const studyUid = str(study, Tag.StudyInstanceUID);
+      const list = h('ul', { class: 'series-list' });
+      const details = h('details', { class: 'prior', data: { study: studyUid } },
+        h('summary', {},
+          h('span', { class: 'series-title' }, formatDicomDate(str(study, Tag.StudyDate)) || '—'),
+          h('span', { class: 'series-desc' }, `${modalities(study)} ${str(study, Tag.StudyDescription)}`.trim())),
+        list) as HTMLDetailsElement;
+      details.addEventListener('toggle', () => {
+        if (!details.open || list.childElementCount) return;
+        void studySeries(studyUid).then((all) => {
+          const images = all.filter((s) => !NON_IMAGE.includes(str(s, Tag.Modality)) && (num(s, Tag.NumberOfSeriesRelatedInstances) ?? 1) > 0);
+          list.replaceChildren(...images.map((s) => this.seriesItem(studyUid, s, () => void this.showPrior(studyUid, str(s, Tag.SeriesInstanceUID)))));
+          this.markSeries();
+        }, (e: Error) => toast('viewer.priorsFailed', { message: e.message }, 'error'));
+      });
+      return h('li', {}, details);
+    });
+    this.seriesPanel.append(h('section', { class: 'priors' }, h('h2', { i18n: 'viewer.priors' }), h('ul', { class: 'prior-list' }, ...items)));
+  }
+
+  /** A prior's series beside the current one: 1×2 when one viewport was shown, scrolling linked. */
+  private async showPrior(studyUid: string, seriesUid: string): Promise<void> {
+    if (this.mode !== 'stack' || this.layout === '1x1') {
+      const current = this.cells[this.active]?.series;
+      this.layout = this.layout === '1x1' ? '1x2' : this.layout;
+      const url = new URL(location.href);
+      url.searchParams.set('layout', this.layout);
+      history.replaceState(null, '', url);
+      await this.setMode('stack', current?.studyUid === this.studyUid ? current.seriesUid : undefined);
+      this.activate(Math.min(1, this.cells.length - 1));
+    }
+    await this.loadIntoCell(this.cells[this.active], seriesUid, studyUid);
+    this.markSeries();
+    this.sync = true;
+    this.renderToolbar();
+    this.setSync(true);
   }
 
   private markSeries(): void {
@@ -434,13 +506,21 @@ class Viewer {
     }
   }
 
+  /** The study's own series that shows an image (measurements are saved for this study only). */
   private seriesForImage(imageId: string): LoadedSeries | undefined {
-    for (const s of this.loaded.values()) if (s.sopByImageId.has(imageId)) return s;
+    for (const s of this.loaded.values()) if (s.studyUid === this.studyUid && s.sopByImageId.has(imageId)) return s;
     return undefined;
   }
 
-  private async getSeries(seriesUid: string): Promise<LoadedSeries> {
-    const s = await loadSeries(this.studyUid, seriesUid);
+  private isPriorImage(imageId: string): boolean {
+    for (const s of this.loaded.values()) if (s.studyUid !== this.studyUid && s.sopByImageId.has(imageId)) return true;
+    return false;
+  }
+
+  private async getSeries(seriesUid: string, studyUid?: string): Promise<LoadedSeries> {
+    const known = this.loaded.get(seriesUid); // a prior's series is known by its own study
+    if (known && (!studyUid || known.studyUid === studyUid)) return known;
+    const s = await loadSeries(studyUid ?? this.studyUid, seriesUid);
     this.loaded.set(seriesUid, s);
     return s;
   }
@@ -538,9 +618,9 @@ class Viewer {
     if (this.sync) this.setSync(true);
   }
 
-  private async loadIntoCell(cell: Cell, seriesUid: string): Promise<void> {
+  private async loadIntoCell(cell: Cell, seriesUid: string, studyUid?: string): Promise<void> {
     if (!cell || !this.isStack(cell)) return;
-    const series = await this.getSeries(seriesUid);
+    const series = await this.getSeries(seriesUid, studyUid);
     if (this.destroyed || !this.cells.includes(cell)) return;
     cell.series = series;
     const viewport = this.engine.getViewport(cell.viewportId) as IStackViewport;
@@ -574,8 +654,33 @@ class Viewer {
     this.synchronizer?.destroy();
     this.synchronizer = undefined;
     if (!on || this.mode !== 'stack' || this.cells.length < 2) return;
+    this.registerCells();
     this.synchronizer = tools.synchronizers.createImageSliceSynchronizer(`voxa-sync-${this.engineId}`);
     for (const c of this.cells) this.synchronizer.add({ renderingEngineId: this.engineId, viewportId: c.viewportId });
+  }
+
+  /**
+   * Linked scrolling goes by position. Images of another study (a prior: another frame of
+   * reference) are linked where they are when linking starts: the offset between the two images
+   * then shown is kept (scroll both to the same anatomy and link again to re-align). Cornerstone
+   * would compute this offset itself, but looks the images up by slice number and finds nothing.
+   */
+  private registerCells(): void {
+    const registry = core.utilities.spatialRegistrationMetadataProvider;
+    const stacks = this.cells.map((c) => this.viewport(c)).filter((v): v is IStackViewport => v instanceof core.StackViewport);
+    type Matrix = Parameters<typeof registry.add>[1];
+    for (const a of stacks) for (const b of stacks) if (a !== b) registry.add([a.id, b.id], undefined as unknown as Matrix);
+    for (let i = 0; i < stacks.length; i++) {
+      for (let j = i + 1; j < stacks.length; j++) {
+        const [a, b] = [stacks[i], stacks[j]];
+        if (a.getFrameOfReferenceUID() === b.getFrameOfReferenceUID()) continue;
+        const pa = core.metaData.get('imagePlaneModule', a.getCurrentImageId())?.imagePositionPatient as number[] | undefined;
+        const pb = core.metaData.get('imagePlaneModule', b.getCurrentImageId())?.imagePositionPatient as number[] | undefined;
+        if (!pa || !pb) continue;
+        const m = new Float32Array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, pa[0] - pb[0], pa[1] - pb[1], pa[2] - pb[2], 1]);
+        registry.add([a.id, b.id], m as unknown as Matrix);
+      }
+    }
   }
 
   private async buildVolume(mode: Mode, series: LoadedSeries): Promise<void> {

@@ -63,6 +63,8 @@ export interface MeasurementHost {
   studyUid: string;
   /** The series shown in the viewer, to find the image an annotation references. */
   seriesFor(imageId: string): LoadedSeries | undefined;
+  /** An image of another study shown for comparison: measurements on it are not saved here. */
+  isPrior(imageId: string): boolean;
   /** A stack viewport element showing this image id's series (for drawing restored ones). */
   elementFor(imageId: string): HTMLDivElement | undefined;
   /** Show the image a measurement is on. */
@@ -124,7 +126,11 @@ export class MeasurementSync {
   private async completed(annotation: Annotation): Promise<void> {
     if (!byTool.has(annotation.metadata.toolName) || this.restoring) return;
     const body = this.body(annotation);
-    if (!body) return;
+    if (!body) {
+      const imageId = annotation.metadata.referencedImageId;
+      if (imageId && this.host.isPrior(imageId)) toast('viewer.priorNotSaved', undefined, 'error');
+      return;
+    }
     try {
       const saved = await createMeasurement(this.host.studyUid, body);
       this.byAnnotation.set(annotation.annotationUID!, saved.id);
