@@ -174,6 +174,35 @@ export function ohifUrl(studyUid: string): string {
   return `/ohif/viewer?StudyInstanceUIDs=${encodeURIComponent(studyUid)}`;
 }
 
+// ------------------------------------------------------------------ reports
+
+/** A report document the study holds (GET /reports/studies/{uid}). */
+export interface ReportDocument {
+  series_instance_uid: string;
+  sop_instance_uid: string;
+  kind: 'sr' | 'pdf' | 'cda';
+  title: string;
+  status: 'final' | 'preliminary';
+  completion_flag: string;
+  verification_flag: string;
+  date: string;
+  time: string;
+  verifying_observer: string;
+}
+
+export function studyReports(studyUid: string): Promise<{ status: 'final' | 'preliminary' | 'none'; reports: ReportDocument[] }> {
+  return getJson(`/reports/studies/${studyUid}`);
+}
+
+/** The studies the user may see that have reports, with their status (final, preliminary). */
+export function studiesWithReports(): Promise<{ studies: Record<string, 'final' | 'preliminary'> }> {
+  return getJson('/reports');
+}
+
+export function reportDocumentUrl(studyUid: string, sopUid: string): string {
+  return `/reports/studies/${studyUid}/documents/${sopUid}`;
+}
+
 // ------------------------------------------------------------------ measurements
 
 export interface Quantity {

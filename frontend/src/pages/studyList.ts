@@ -1,6 +1,6 @@
 // The study list: QIDO-RS search with filters, sorting, paging, recent and saved searches,
 // CSV export. Filters, sort and page live in the URL, so Back and bookmarks work.
-import { getJson, searchStudies, STUDY_FIELDS, HttpError } from '../api';
+import { getJson, searchStudies, studiesWithReports, STUDY_FIELDS, HttpError } from '../api';
 import { Tag, modalities, num, personName, str, type DicomJson } from '../dicom';
 import { formatDicomDate, formatDicomTime, formatNumber, t, type MessageKey } from '../i18n';
 import { href, navigate, type Route } from '../router';
@@ -36,6 +36,9 @@ const FILTERS: Filter[] = [
   { param: 'ana', label: 'list.analysis', type: 'select', options: [
     ['', 'list.ana.any'], ['pending', 'list.ana.pending'], ['verified', 'list.ana.verified'],
     ['failed', 'list.ana.failed'], ['running', 'list.ana.running'], ['none', 'list.ana.none']] },
+  // the reports a study holds (GET /reports): final, preliminary, none
+  { param: 'rep', label: 'list.report', type: 'select', options: [
+    ['', 'list.rep.any'], ['final', 'list.rep.final'], ['preliminary', 'list.rep.preliminary'], ['none', 'list.rep.none']] },
 ];
 
 interface Column {
@@ -101,6 +104,13 @@ async function withAnalyses(results: DicomJson[], state: string): Promise<DicomJ
   const { studies } = await getJson<{ studies: Record<string, number> }>(`/analyses?${query}`);
   const has = (s: DicomJson) => str(s, Tag.StudyInstanceUID) in studies;
   return results.filter((s) => (state === 'none' ? !has(s) : has(s)));
+}
+
+/** The studies among ``results`` whose report status is the one the filter names. */
+async function withReports(results: DicomJson[], state: string): Promise<DicomJson[]> {
+  const { studies } = await studiesWithReports();
+  const status = (s: DicomJson) => studies[str(s, Tag.StudyInstanceUID)] ?? 'none';
+  return results.filter((s) => status(s) === state);
 }
 
 function readList(key: string): SavedSearch[] {
@@ -258,11 +268,13 @@ export async function renderStudyList(container: HTMLElement, route: Route): Pro
 
   const params = qidoParams(query);
   const analysis = query.get('ana') ?? '';
-  const key = `${params}&ana=${analysis}`;
+  const report = query.get('rep') ?? '';
+  const key = `${params}&ana=${analysis}&rep=${report}`;
   let found: { results: DicomJson[]; truncated: boolean };
   try {
     found = lastSearch?.key === key ? lastSearch : { key, ...(await searchStudies(params)) };
     if (analysis && lastSearch?.key !== key) found = { ...found, results: await withAnalyses(found.results, analysis) };
+    if (report && lastSearch?.key !== key) found = { ...found, results: await withReports(found.results, report) };
     lastSearch = { key, ...found };
   } catch (e) {
     setMessage(status, e instanceof HttpError && e.status === 400 ? 'list.badQuery' : 'error.generic', { message: (e as Error).message });

@@ -1,6 +1,6 @@
 // One study: patient and study details, series thumbnails, the user's measurements, and the
 // ways to look at it (viewer, MPR, 3D, OHIF), and keeping it for offline use.
-import { currentUser, findStudy, HttpError, listMeasurements, ohifUrl, studySeries, thumbnailUrl } from '../api';
+import { currentUser, findStudy, HttpError, listMeasurements, NON_IMAGE_MODALITIES, ohifUrl, reportDocumentUrl, studyReports, studySeries, thumbnailUrl, type ReportDocument } from '../api';
 import { describeMeasurement } from '../measurementText';
 import { Tag, modalities, num, personName, str } from '../dicom';
 import { formatDicomDate, formatDicomTime, type MessageKey } from '../i18n';
@@ -65,6 +65,14 @@ export async function renderStudyPage(container: HTMLElement, route: Route): Pro
   const grid = h('ul', { class: 'series-grid', id: 'series-grid' }, ...series.map((s) => {
     const seriesUid = str(s, Tag.SeriesInstanceUID);
     const count = num(s, Tag.NumberOfSeriesRelatedInstances) ?? 0;
+    // reports, segmentations, key objects: no picture of their own; OHIF shows them with their images
+    if (NON_IMAGE_MODALITIES.includes(str(s, Tag.Modality))) {
+      return h('li', { class: 'series-card non-image' },
+        h('a', { href: ohifUrl(uid), target: '_blank', rel: 'noopener', class: 'series-link', data: { series: seriesUid } },
+          h('span', { class: 'series-glyph', 'aria-hidden': 'true' }, str(s, Tag.Modality)),
+          h('span', { class: 'series-title' }, `${str(s, Tag.Modality)} ${str(s, Tag.SeriesNumber)}`.trim(), ' ', str(s, Tag.SeriesDescription)),
+          h('span', { class: 'muted', i18n: 'study.imageCount', i18nParams: { count } })));
+    }
     const img = h('img', { src: thumbnailUrl(uid, seriesUid), alt: str(s, Tag.SeriesDescription), loading: 'lazy', width: 128, height: 128 });
     img.addEventListener('error', () => img.classList.add('broken'));
     return h('li', { class: 'series-card' },
@@ -77,12 +85,14 @@ export async function renderStudyPage(container: HTMLElement, route: Route): Pro
   const measurements = h('section', { class: 'study-measurements', id: 'study-measurements' },
     h('h2', { i18n: 'viewer.measurements' }), h('p', { class: 'status', i18n: 'common.loading' }));
   const analyses = h('section', { class: 'study-analyses', id: 'study-analyses' });
+  const reports = h('section', { class: 'study-reports', id: 'study-reports' });
   append(container,
     h('nav', { class: 'breadcrumb' }, h('a', { href: href('/'), i18n: 'study.backToList' })),
-    header, actions, h('h2', { i18n: 'study.series' }), grid, analyses, measurements);
+    header, actions, h('h2', { i18n: 'study.series' }), grid, reports, analyses, measurements);
   let stopAnalyses: () => void = () => undefined;
   try {
     const user = await currentUser();
+    if (user.permissions.includes('view_report')) await renderReports(reports, uid);
     if (user.permissions.some((p) => p === 'view_images' || p === 'view_report')) {
       stopAnalyses = await renderStudyAnalyses(analyses, uid, series, user);
     }
@@ -103,4 +113,30 @@ export async function renderStudyPage(container: HTMLElement, route: Route): Pro
     setMessage(p, 'error.generic', { message: (e as Error).message });
   }
   return stopAnalyses;
+}
+
+/** The study's reports (documents it holds: SR reports, PDF, CDA), newest first, with status. */
+async function renderReports(section: HTMLElement, studyUid: string): Promise<void> {
+  append(section, h('h2', { i18n: 'report.title' }));
+  let found: Awaited<ReturnType<typeof studyReports>>;
+  try {
+    found = await studyReports(studyUid);
+  } catch (e) {
+    append(section, h('p', { class: 'status error', i18n: 'error.generic', i18nParams: { message: (e as Error).message } }));
+    return;
+  }
+  section.dataset.status = found.status;
+  if (!found.reports.length) {
+    append(section, h('p', { class: 'muted', i18n: 'report.none' }));
+    return;
+  }
+  const open = (r: ReportDocument) => r.kind === 'sr'
+    ? h('a', { href: ohifUrl(studyUid), target: '_blank', rel: 'noopener', i18n: 'report.openOhif' })
+    : h('a', { href: reportDocumentUrl(studyUid, r.sop_instance_uid), target: '_blank', rel: 'noopener', i18n: 'report.openDocument' });
+  append(section, h('ul', { class: 'report-list' }, ...found.reports.map((r) => h('li', { class: 'report', data: { status: r.status, sop: r.sop_instance_uid } },
+    h('span', { class: `badge report-${r.status}`, i18n: r.status === 'final' ? 'report.final' : 'report.preliminary' }),
+    h('strong', {}, r.title),
+    h('span', { class: 'muted' }, `${formatDicomDate(r.date)} ${formatDicomTime(r.time)}`.trim()),
+    r.verifying_observer ? h('span', { class: 'muted', i18n: 'report.signedBy', i18nParams: { name: personName(r.verifying_observer) } }) : null,
+    open(r)))));
 }

@@ -1941,3 +1941,69 @@ def tiny_study(
         _instance_count=series * instances_per_series,
         _factory=generate,
     )
+
+
+# -- report documents ---------------------------------------------------------------------------
+
+COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
+ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
+DIAGNOSTIC_IMAGING_REPORT = ("18748-4", "LN", "Diagnostic Imaging Report")
+
+
+def _coded(value: str, scheme: str, meaning: str) -> Dataset:
+    c = Dataset()
+    c.CodeValue, c.CodingSchemeDesignator, c.CodeMeaning = value, scheme, meaning
+    return c
+
+
+def _study_document(study: Dataset, sop_class: str, modality: str, date: str, seed: str) -> Dataset:
+    """A document of ``study`` (its patient and study attributes copied) in a series of its own."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _uid("report-sop", study.StudyInstanceUID, seed)
+    for keyword in ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
+                    "ReferringPhysicianName", "StudyDescription"):
+        if keyword in study:
+            setattr(ds, keyword, study.data_element(keyword).value)
+    ds.SeriesInstanceUID = _uid("report-series", study.StudyInstanceUID, seed)
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, 990, 1
+    ds.ContentDate, ds.ContentTime = date, "101500"
+    return ds
+
+
+def report_sr(study: Dataset, date: str, *, verified: bool, text: str = "No acute abnormality.",
+              title: tuple[str, str, str] = DIAGNOSTIC_IMAGING_REPORT, observer: str = "Reader^Rita") -> Dataset:
+    """A radiology report as a Comprehensive SR (a LOINC title, one finding as text), final
+    (VERIFIED, with its verifying observer) or preliminary (UNVERIFIED)."""
+    ds = _study_document(study, COMPREHENSIVE_SR_STORAGE, "SR", date, f"sr-{date}-{verified}-{title[0]}")
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ds.ConceptNameCodeSequence = [_coded(*title)]
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "VERIFIED" if verified else "UNVERIFIED"
+    if verified:
+        who = Dataset()
+        who.VerifyingObserverName = observer
+        who.VerifyingOrganization = "Voxa Imaging"
+        who.VerificationDateTime = f"{date}103000"
+        ds.VerifyingObserverSequence = [who]
+    finding = Dataset()
+    finding.RelationshipType, finding.ValueType = "CONTAINS", "TEXT"
+    finding.ConceptNameCodeSequence = [_coded("121071", "DCM", "Finding")]
+    finding.TextValue = text
+    ds.ContentSequence = [finding]
+    return ds
+
+
+def report_pdf(study: Dataset, date: str, pdf: bytes, *, title: str = "Radiology report") -> Dataset:
+    """A radiology report as an Encapsulated PDF (as a RIS sends a signed report)."""
+    ds = _study_document(study, ENCAPSULATED_PDF_STORAGE, "DOC", date, f"pdf-{date}")
+    ds.DocumentTitle, ds.BurnedInAnnotation = title, "YES"
+    ds.ConceptNameCodeSequence = []
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = pdf + (b"\0" if len(pdf) % 2 else b"")
+    ds.EncapsulatedDocumentLength = len(pdf)
+    return ds
+

@@ -23,7 +23,7 @@ class DomainError(Exception):
 
 
 ROUTE_MODULES = ("auth", "oidc", "admin", "dashboard", "peers", "jobs", "worklist", "dicomweb", "wado_uri", "rest", "metrics", "imaging",
-                 "measurements", "analyses", "ohif", "webapp")
+                 "measurements", "analyses", "reports", "ohif", "webapp")
 
 
 def create_app(runtime: Runtime) -> FastAPI:
