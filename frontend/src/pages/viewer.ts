@@ -433,6 +433,7 @@ class Viewer {
     const current = [...this.loaded.values()].find((s) => s.studyUid === this.studyUid)?.first;
     const patientId = str(current, Tag.PatientID);
     if (!patientId || /[*?\\]/.test(patientId)) return; // QIDO would read a wildcard in it
+    if (!navigator.onLine) return; // studies kept offline are kept one by one: no search to answer
     const params = new URLSearchParams({ PatientID: patientId });
     for (const f of STUDY_FIELDS) params.append('includefield', f);
     let found: DicomJson[];

@@ -1961,13 +1961,13 @@ def _study_document(study: Dataset, sop_class: str, modality: str, date: str, se
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _uid("report-sop", study.StudyInstanceUID, seed)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(_uid("report-sop", study.StudyInstanceUID, seed))
     for keyword in ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "PatientSex",
                     "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "StudyID",
                     "ReferringPhysicianName", "StudyDescription"):
         if keyword in study:
-            setattr(ds, keyword, study.data_element(keyword).value)
+            setattr(ds, keyword, study.get(keyword))
     ds.SeriesInstanceUID = _uid("report-series", study.StudyInstanceUID, seed)
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = modality, 990, 1
     ds.ContentDate, ds.ContentTime = date, "101500"
