@@ -2,6 +2,8 @@
 // DICOMweb (QIDO-RS, WADO-RS metadata, thumbnails) and the measurements REST API.
 import type { DicomJson } from './dicom';
 
+import { openSeriesPixelData } from './pixelDataStream';
+
 export const DICOMWEB = '/dicom-web';
 
 export class HttpError extends Error {
@@ -150,16 +152,29 @@ export function firstSeries(series: DicomJson[], wanted?: string | null): DicomJ
   return series.find((s) => wanted && uid(s) === wanted) ?? series.find((s) => !NON_IMAGE_MODALITIES.includes(modality(s)));
 }
 
-/** Start the viewer's first requests (series list, first series' metadata) before its code has loaded. */
-export function prefetchViewer(studyUid: string, wanted?: string | null): void {
+/**
+ * Start the viewer's first requests (series list, first series' metadata and, for MPR and 3D,
+ * its frames) before its code has loaded.
+ */
+export function prefetchViewer(studyUid: string, wanted?: string | null, volume = false): void {
   studySeries(studyUid)
     .then((series) => {
       const first = firstSeries(series, wanted);
       const uid = String(first?.['0020000E']?.Value?.[0] ?? '');
+      const frames = Number(first?.['00201209']?.Value?.[0] ?? 0);
+      const modality = String(first?.['00080060']?.Value?.[0] ?? '');
+      if (uid && volume && frames >= 16 && ['CT', 'MR', 'PT', 'NM'].includes(modality)) {
+        openSeriesPixelData(uid, seriesPixelDataUrl(studyUid, uid));
+      }
       if (uid) return seriesMetadata(studyUid, uid);
       return undefined;
     })
     .catch(() => undefined);
+}
+
+/** The WADO-RS Pixel Data resource of a series: every frame in one response. */
+export function seriesPixelDataUrl(studyUid: string, seriesUid: string): string {
+  return `${DICOMWEB}/studies/${studyUid}/series/${seriesUid}/pixeldata`;
 }
 
 export function thumbnailUrl(studyUid: string, seriesUid: string): string {

@@ -16,7 +16,7 @@ const LAST_USER = 'voxa.lastUser';
 const landing = parse(location);
 let viewerModule = landing.name === 'viewer' ? import('./pages/viewer') : undefined;
 viewerModule?.catch(() => undefined); // reported where it is awaited
-if (landing.name === 'viewer') prefetchViewer(landing.params.uid, landing.query.get('series'));
+if (landing.name === 'viewer') prefetchViewer(landing.params.uid, landing.query.get('series'), isVolumeMode(landing.query.get('mode')));
 
 const PAGES: Record<string, () => Promise<PageRenderer>> = {
   studies: async () => renderStudyList,
@@ -75,7 +75,7 @@ async function boot(): Promise<void> {
       const load = PAGES[route.name];
       if (!load) throw new HttpError(404, location.pathname);
       performance.mark(`voxa:route:${route.name}`);
-      if (route.name === 'viewer') prefetchViewer(route.params.uid, route.query.get('series')); // shared with the landing one
+      if (route.name === 'viewer') prefetchViewer(route.params.uid, route.query.get('series'), isVolumeMode(route.query.get('mode'))); // shared with the landing one
       const render = offline && !navigator.onLine && route.name === 'studies' ? renderOfflineList : await load();
       const done = await render(main, route);
       if (gen !== generation) {
@@ -105,3 +105,7 @@ boot().catch((e) => {
   const root = document.getElementById('app')!;
   showError(root, e);
 });
+
+function isVolumeMode(mode: string | null): boolean {
+  return mode === 'mpr' || mode === '3d';
+}

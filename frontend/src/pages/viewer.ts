@@ -3,7 +3,7 @@
 // saved on the server; MPR (axial, sagittal, coronal with crosshairs and slab MIP/MinIP/
 // average) and 3D volume rendering with presets. Every image is drawn by Cornerstone3D from
 // Voxa's DICOMweb (WADO-RS metadata and frames).
-import { NON_IMAGE_MODALITIES, STUDY_FIELDS, firstSeries, searchStudies, studySeries, thumbnailUrl } from '../api';
+import { NON_IMAGE_MODALITIES, STUDY_FIELDS, firstSeries, searchStudies, seriesPixelDataUrl, studySeries, thumbnailUrl } from '../api';
 import { Tag, modalities, num, str, type DicomJson } from '../dicom';
 import { formatDicomDate, t, type MessageKey } from '../i18n';
 import { href, type Cleanup, type Route } from '../router';
@@ -13,7 +13,7 @@ import { core, startCornerstone, tools } from '../viewer/cs';
 import { MeasurementSync } from '../viewer/measurements';
 import { Overlay } from '../viewer/overlay';
 import { loadSeries, type LoadedSeries } from '../viewer/series';
-import { streamSeriesPixelData } from '../viewer/seriesPixelData';
+import { closeIdleStreams, expectFrames, openSeriesPixelData } from '../pixelDataStream';
 import { applyVrPreset } from '../viewer/vrPresets';
 
 type Mode = 'stack' | 'mpr' | '3d';
@@ -235,6 +235,7 @@ class Viewer {
     const first = this.series.find((s) => str(s, Tag.SeriesInstanceUID) === this.requestedSeries) ?? this.series[0];
     this.volumeSeries = undefined;
     await this.setMode(this.mode, str(first, Tag.SeriesInstanceUID));
+    closeIdleStreams(); // frames the page fetched ahead for a volume that is not shown
     void this.loadPriors();
     await measurements;
     this.measurements.restore();
@@ -243,6 +244,7 @@ class Viewer {
   destroy(): void {
     this.destroyed = true;
     stopPrefetch();
+    closeIdleStreams();
     this.stopCine();
     for (const d of this.disposers.splice(0)) {
       try {
@@ -707,7 +709,8 @@ class Viewer {
     // mostly requests); the ones the stack view has already loaded are not fetched again
     const missing = series.imageIds.filter((id) => !core.cache.getImageLoadObject(id));
     if (missing.length >= PIXEL_DATA_MIN_FRAMES && !core.cache.getVolumeLoadObject(volumeId)) {
-      this.disposers.push(streamSeriesPixelData(series.studyUid, series.seriesUid, missing));
+      openSeriesPixelData(series.seriesUid, seriesPixelDataUrl(series.studyUid, series.seriesUid)); // the page may have started it
+      this.disposers.push(expectFrames(series.seriesUid, missing));
     }
     const volume = await core.volumeLoader.createAndCacheVolume(volumeId, { imageIds: series.imageIds });
     if (this.destroyed || !this.cells.includes(cells[0])) return;

@@ -83,6 +83,10 @@ export async function startCornerstone(): Promise<void> {
   );
   for (const Tool of TOOL_CLASSES) tools.addTool(Tool);
   warmDecoder();
-  // for tests, benchmarks and the curious: the libraries the viewer runs on
-  Object.assign(window, { cornerstone: core, cornerstoneTools: tools });
+  // for tests, benchmarks and the curious: what of the libraries the tests read (the whole
+  // namespaces here would keep every part of both in the bundle: nothing could be left out)
+  Object.assign(window, {
+    cornerstone: { getRenderingEngines: core.getRenderingEngines, cache: core.cache },
+    cornerstoneTools: { annotation: tools.annotation, ToolGroupManager: tools.ToolGroupManager },
+  });
 }
