@@ -745,12 +745,10 @@ class Viewer {
 
   private watchVolume(volume: VolumeLike, viewportIds: string[]): void {
     const total = volume.imageIds?.length ?? 0;
-    // Without a GPU a 3D frame takes seconds and every view drawn while loading slows the
-    // loading itself (the page's thread draws and takes the slices in): 3D is drawn once
-    // complete, MPR shows its first view filling up and the other two at the end.
-    const software = softwareRendering();
-    const renderEveryMs = software ? (this.mode === '3d' ? Infinity : 1500) : this.mode === '3d' ? 1000 : 300;
-    const whileLoading = software ? viewportIds.slice(0, 1) : viewportIds;
+    // Without a GPU every view drawn while loading slows the loading itself (the page's thread
+    // draws, reads the drawing back and takes the slices in; a 3D frame takes seconds): the
+    // views are drawn once the volume is complete, the progress bar shows the loading.
+    const renderEveryMs = softwareRendering() ? Infinity : this.mode === '3d' ? 1000 : 300;
     let lastRender = performance.now();
     let lastDone = 0;
     const tick = () => {
@@ -764,7 +762,7 @@ class Viewer {
       if (complete || (done > lastDone && performance.now() - lastRender >= renderEveryMs)) {
         lastRender = performance.now();
         lastDone = done;
-        this.engine.renderViewports(complete ? viewportIds : whileLoading);
+        this.engine.renderViewports(viewportIds);
       }
       if (complete) {
         if (this.timings.volumeReadyMs === undefined) {
