@@ -60,6 +60,13 @@ _CLIP_JS = """
 """
 
 
+# each MPR view's blend mode (vtk: 1 maximum, 2 minimum, 3 average intensity) and slab thickness
+_SLAB_JS = """
+() => Object.fromEntries(window.cornerstone.getRenderingEngines()[0].getViewports().map((vp) =>
+  [vp.id, {blend: vp.getBlendMode(), slab: Math.round(vp.getSlabThickness())}]))
+"""
+
+
 def _sign_in(page: Any, voxa: Any, path: str) -> None:
     page.add_init_script(f"localStorage.setItem('voxa.tourDone.{voxa.auth[0]}', '1')")
     page.goto(f"{voxa.base_url}{path}")
@@ -144,7 +151,20 @@ def test_mpr_volume_in_one_request_and_oblique_rotation(voxa_factory: Any) -> No
             path = ARTIFACTS / "mpr-oblique.png"
             page.screenshot(path=str(path))
             check_screenshot(path)
-            watch.assert_no_errors("MPR: one request, oblique rotation")
+
+            # 20 mm slabs: MIP brighter than the average, the average brighter than MinIP
+            means = {}
+            for mode, blend in (("mip", 1), ("avg", 3), ("minip", 2)):
+                page.select_option("#slab-mode", mode)
+                page.fill("#slab-thickness", "20")
+                page.press("#slab-thickness", "Enter")
+                page.wait_for_timeout(1200)
+                got = page.evaluate(_SLAB_JS)
+                assert all(v == {"blend": blend, "slab": 20} for v in got.values()), (mode, got)
+                shown = wait_for_viewports(page, 3, 60, watch.problems)
+                means[mode] = next(v["mean"] for v in shown["viewports"] if v["id"] == "mpr-axial")
+            assert means["mip"] > means["avg"] > means["minip"], means
+            watch.assert_no_errors("MPR: one request, oblique rotation, slabs")
         finally:
             browser.close()
 
