@@ -37,6 +37,9 @@ def server(voxa_factory: Any) -> Any:
         assert result.ok, result.reason
     v.runtime.accounts.create_user("ref", PASSWORD, role="referring_physician")
     v.runtime.accounts.assign_patient("ref", "PAT-R2")
+    v.runtime.accounts.create_user("fam", PASSWORD, role="family_member")
+    for pid in ("PAT-R1", "PAT-R2"):
+        v.runtime.accounts.assign_patient("fam", pid)
     v.studies, v.docs = studies, docs
     return v
 
@@ -87,3 +90,14 @@ def test_reports_only_of_the_patients_a_user_may_see(server: Any) -> None:
         assert c.get("/reports").json()["studies"] == {uid[2]: "preliminary"}
         assert c.get(f"/reports/studies/{uid[2]}").status_code == 200
         assert c.get(f"/reports/studies/{uid[1]}").status_code in (403, 404)
+
+
+def test_a_family_member_sees_final_reports_only(server: Any) -> None:
+    uid = {n: ds.StudyInstanceUID for n, ds in server.studies.items()}
+    with _client(server, "fam") as c:
+        assert c.get("/reports").json()["studies"] == {uid[1]: "final"}  # study 2's report is preliminary
+        one = c.get(f"/reports/studies/{uid[1]}").json()
+        assert [d["status"] for d in one["reports"]] == ["final"]
+        assert c.get(f"/reports/studies/{uid[2]}").json()["status"] == "none"
+        assert c.get(f"/reports/studies/{uid[4]}").status_code in (403, 404)  # not their patient
+

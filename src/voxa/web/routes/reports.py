@@ -7,7 +7,8 @@ Report", dose reports, CAD and Voxa's own analysis SRs are other titles and are 
 encapsulated PDF and CDA documents. A report is **final** when its Verification Flag (0040,A493)
 is VERIFIED, **preliminary** when it is UNVERIFIED (or an SR without it); an encapsulated
 document without the flag counts as final (a rendered, released document). A study's status is
-its best report's: final, preliminary, or none.
+its best report's: final, preliminary, or none. A family member (role ``family_member``: "one
+patient's signed reports and images") is shown final reports only.
 
 * ``GET /reports?status=final|preliminary`` — ``{"studies": {StudyInstanceUID: status}}`` for
   the studies the caller may see that have reports (of that status);
@@ -134,6 +135,16 @@ def report_documents(index: Index, *, study: str | None = None, access: Any = No
     return found
 
 
+SIGNED_ONLY_ROLES = frozenset({"family_member"})
+
+
+def _for(principal: Any, documents: list[ReportDocument]) -> list[ReportDocument]:
+    """What of ``documents`` the caller is shown: everything, or the final reports only."""
+    if principal.role in SIGNED_ONLY_ROLES:
+        return [d for d in documents if d.status == "final"]
+    return documents
+
+
 def study_status(documents: list[ReportDocument]) -> str:
     statuses = {d.status for d in documents}
     return next((s for s in STATUSES if s in statuses), "none")
@@ -155,7 +166,7 @@ def studies_with_reports(rt: RuntimeDep, principal: PrincipalDep, status: str | 
     if status not in (None, "", *STATUSES):
         raise DomainError(422, f"status must be final or preliminary, got {(status or '')[:32]!r}")
     by_study: dict[str, list[ReportDocument]] = {}
-    for doc in report_documents(rt.archive.index, access=principal.access):
+    for doc in _for(principal, report_documents(rt.archive.index, access=principal.access)):
         by_study.setdefault(doc.study_instance_uid, []).append(doc)
     studies = {uid: study_status(docs) for uid, docs in by_study.items()}
     if status:
@@ -165,18 +176,21 @@ def studies_with_reports(rt: RuntimeDep, principal: PrincipalDep, status: str | 
 
 @router.get("/reports/studies/{study}", response_model=None)
 @requires(Perm.VIEW_REPORT, audit=AuditAction.VIEW)
-def study_reports(study: str, rt: RuntimeDep) -> dict[str, Any]:
+def study_reports(study: str, rt: RuntimeDep, principal: PrincipalDep) -> dict[str, Any]:
     """The study's reports, newest first, and the study's report status."""
     _require_study(rt.archive.index, study)
-    docs = report_documents(rt.archive.index, study=study)
+    docs = _for(principal, report_documents(rt.archive.index, study=study))
     return {"study_instance_uid": study, "status": study_status(docs), "reports": [d.as_json() for d in docs]}
 
 
 @router.get("/reports/studies/{study}/documents/{sop}", response_class=Response)
 @requires(Perm.VIEW_REPORT, audit=AuditAction.VIEW)
-def report_document_body(study: str, sop: str, rt: RuntimeDep) -> Response:
+def report_document_body(study: str, sop: str, rt: RuntimeDep, principal: PrincipalDep) -> Response:
     """An encapsulated report (PDF, CDA) as its own media type."""
     _require_study(rt.archive.index, study)
+    if principal.role in SIGNED_ONLY_ROLES and sop not in {
+            d.sop_instance_uid for d in _for(principal, report_documents(rt.archive.index, study=study))}:
+        raise DomainError(404, f"no final report {sop[:64]} in study {study}")
     q = (select(IN.c.sop_class_uid, IN.c.blob_key).join(SE, SE.c.id == IN.c.series_fk)
          .join(ST, ST.c.id == SE.c.study_fk)
          .where(ST.c.study_instance_uid == study, IN.c.sop_instance_uid == sop))
