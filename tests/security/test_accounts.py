@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,49 @@ def test_sessions_slide_then_expire(both: Accounts, clock: Clock) -> None:
     acc.disable("gina")
     assert acc.get_session(sid4) is None
     assert acc.purge_expired_sessions() == 4
+
+
+def test_the_server_purges_expired_sessions_periodically(accounts: Accounts, clock: Clock) -> None:
+    """What ``voxa serve`` runs every hour: expired and revoked sessions go, live ones stay; a
+    failing run is retried at the next interval rather than stopping the housekeeping."""
+    from sqlalchemy import func, select
+
+    from voxa.archive.models import table_of
+    from voxa.cli.serve import _purge_sessions
+    from voxa.periodic import Periodic
+    from voxa.security.models import WebSession
+
+    S = table_of(WebSession)
+    accounts.create_user("hank", GOOD, role="radiologist")
+    old, _ = accounts.create_session("hank")
+    clock.advance(minutes=31)
+    live, _ = accounts.create_session("hank")
+    revoked, _ = accounts.create_session("hank")
+    accounts.revoke_session(revoked)
+    runtime = type("R", (), {"accounts": accounts})()
+    failures = [RuntimeError("index busy")]
+
+    def task() -> None:
+        if failures:
+            raise failures.pop()
+        _purge_sessions(runtime)
+
+    ticker = Periodic("test-session-purge", 0.05, task)
+    ticker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with accounts.index.read() as conn:
+                if conn.execute(select(func.count()).select_from(S)).scalar_one() == 1:
+                    break
+            time.sleep(0.05)
+    finally:
+        ticker.stop()
+    assert not failures
+    assert accounts.get_session(live) is not None
+    assert accounts.get_session(old) is None and accounts.get_session(revoked) is None
+    with accounts.index.read() as conn:
+        assert conn.execute(select(func.count()).select_from(S)).scalar_one() == 1
 
 
 # --------------------------------------------------------------------------- patient access

@@ -77,6 +77,7 @@ def run_server(settings: Any) -> None:
     except OSError as e:
         runtime.close()
         raise click.ClickException(f"cannot listen for DICOM on port {settings.dicom_port}: {e.strerror}") from None
+    from voxa.periodic import Periodic
     from voxa.security.accounts import Accounts
     from voxa.web.rest.stable import StableChangeEmitter
 
@@ -89,6 +90,8 @@ def run_server(settings: Any) -> None:
     # Orthanc's StableStudy/StableSeries changes, which routing scripts wait for.
     stable = StableChangeEmitter(runtime.archive.index)
     stable.start(5.0)
+    sessions = Periodic("voxa-session-purge", SESSION_PURGE_S, lambda: _purge_sessions(runtime))
+    sessions.start()
     if settings.profile == "demo":
         threading.Thread(target=_load_demo_logged, args=(runtime,), name="demo-loader", daemon=True).start()
     app = create_app(runtime)
@@ -107,10 +110,23 @@ def run_server(settings: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopping: finishing DICOM associations in flight")
         stable.stop()
+        sessions.stop()
         runtime.close(grace_s=30)
         log.info("stopped")
     if not server.started and not stop.is_set():
         raise click.ClickException(f"cannot listen for HTTP on port {settings.http_port}")
+
+
+# expired and revoked sessions are deleted this often (they no longer sign anyone in, but their
+# rows would pile up: one per sign-in)
+SESSION_PURGE_S = 3600.0
+
+
+def _purge_sessions(runtime: Any) -> int:
+    purged = int(runtime.accounts.purge_expired_sessions())
+    if purged:
+        log.info("deleted %d expired or revoked sessions", purged)
+    return purged
 
 
 DEMO_PASSWORD = "voxa-demo-password"

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from typing import Any
 
 from sqlalchemy import Table, func, insert, select
 
 from voxa.archive.index import Index
 from voxa.archive.models import Change
+from voxa.periodic import Periodic
 from voxa.web.rest.common import SE, ST, STABLE_AGE_S, P
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ class StableChangeEmitter:
         self.index = index
         self.age = dt.timedelta(seconds=stable_age_s)
         self._since: dt.datetime | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker: Periodic | None = None
 
     def _resume_point(self, cutoff: dt.datetime) -> dt.datetime:
         with self.index.read() as conn:
@@ -74,21 +73,11 @@ class StableChangeEmitter:
 
     def start(self, interval_s: float = 5.0) -> None:
         """Tick every ``interval_s`` seconds in a daemon thread until :meth:`stop`."""
-        if self._thread is not None:
-            return
-
-        def run() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.tick()
-                except Exception:  # noqa: BLE001 - a failed tick is retried at the next one
-                    log.exception("could not log stable resources")
-
-        self._thread = threading.Thread(target=run, name="voxa-stable-changes", daemon=True)
-        self._thread.start()
+        if self._ticker is None:
+            self._ticker = Periodic("voxa-stable-changes", interval_s, self.tick)
+            self._ticker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        if self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
