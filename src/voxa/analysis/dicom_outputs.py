@@ -51,6 +51,14 @@ from voxa.dicom.evidence import with_patient_attributes
 
 MANUFACTURER = "Voxa"
 MODEL_NAME = "Voxa analysis"
+
+
+def device_observer() -> hd.sr.ObserverContext:
+    """Voxa as the device observer of the measurement reports it writes."""
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name="Voxa", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME))
 DEVICE_SERIAL_NUMBER = "voxa"
 CALCIUM_SEG_SERIES_NUMBER = 910
 CALCIUM_SR_SERIES_NUMBER = 911
@@ -307,10 +315,7 @@ def build_calcium_sr(
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
             tracking_identifier=total_tracking, finding_type=codes.SCT.PathologicCalcification,
             algorithm_id=algorithm, finding_sites=total_site, measurements=total))
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="Voxa", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME))
+    observer = device_observer()
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.CardiacCTForCalciumScoring,
@@ -402,10 +407,7 @@ def build_calcium_lesion_sr(
                                                          identifier=f"{lesion.artery.value} lesion {lesion.label}"),
             referenced_region=region, finding_type=codes.SCT.PathologicCalcification, algorithm_id=algorithm,
             finding_sites=[hd.sr.FindingSite(ARTERY_CODES[lesion.artery])], measurements=measurements))
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="Voxa", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME))
+    observer = device_observer()
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.CardiacCTForCalciumScoring,

@@ -61,10 +61,10 @@ from voxa.analysis import cardiac as engine
 from voxa.analysis.cardiac import ALGORITHM_VERSION, CardiacFunctionResult, Chamber
 from voxa.analysis.dicom_outputs import (
     MANUFACTURER,
-    MODEL_NAME,
     OutputError,
     Segment,
     build_segmentation,
+    device_observer,
 )
 from voxa.dicom.evidence import with_patient_attributes
 from voxa.imaging.volume import Volume
@@ -423,13 +423,6 @@ def measurement_group(
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking, finding_type=finding_type, algorithm_id=algorithm, finding_sites=site,
         measurements=list(measurements))
-
-
-def device_observer() -> hd.sr.ObserverContext:
-    return hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name="Voxa", manufacturer_name=MANUFACTURER, model_name=MODEL_NAME))
 
 
 def aha_segment_masks(myocardium: NDArray[np.bool_], volume: Volume,

@@ -50,6 +50,7 @@ from voxa.analysis.dicom_outputs import (
     OutputError,
     Segment,
     build_segmentation,
+    device_observer,
 )
 from voxa.analysis.outputs_cardiac import (
     PRIVATE_SCHEME,
@@ -57,7 +58,6 @@ from voxa.analysis.outputs_cardiac import (
     UNIT_PERCENT,
     Group,
     check_slice_order,
-    device_observer,
     measurement,
     measurement_group,
     referenced_series_uid,
