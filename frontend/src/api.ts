@@ -76,11 +76,14 @@ export async function currentUser(): Promise<User> {
   return me.user;
 }
 
+/** Signs out; after a single sign-on the provider's logout comes next (it returns to the login page). */
 export async function logout(): Promise<void> {
+  let next = '/login?next=%2Fapp%2F';
   try {
-    await sendJson('POST', '/logout');
+    const answer = await sendJson<{ end_session?: string }>('POST', '/logout');
+    if (answer?.end_session) next = answer.end_session;
   } finally {
-    location.assign('/login?next=%2Fapp%2F');
+    location.assign(next);
   }
 }
 

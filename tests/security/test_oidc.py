@@ -197,6 +197,50 @@ def test_first_time_user_with_a_mapped_role_is_created_and_signed_in(voxa_factor
     assert change.detail["from"] == "radiologist" and change.detail["to"] == "super_admin"
 
 
+def test_signing_out_ends_the_providers_session_too(voxa_factory: Any, provider: Provider) -> None:
+    """OpenID Connect RP-Initiated Logout: signing out of a single sign-on session answers the
+    provider's end_session address (the session's ID token as id_token_hint, Voxa's login page
+    to come back to), the provider's logout page takes it, and the Voxa session is gone. A
+    password session signs out locally only."""
+    v = _voxa(voxa_factory, provider)
+    provider.set_user("sub-olga", preferred_username="olga", realm_access={"roles": ["pacs-radiologist"]})
+    with httpx.Client(base_url=v.base_url, timeout=30) as web:
+        assert _sign_in(v, "sub-olga", browser=web).result.status_code == 303
+        csrf = web.get("/auth/me").json()["csrf_token"]
+        r = web.post("/logout", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200, r.text
+        end_session = r.json()["end_session"]
+        parts = urlsplit(end_session)
+        endpoint = httpx.get(f"{provider.issuer}/.well-known/openid-configuration").json()["end_session_endpoint"]
+        assert urlunsplit(parts._replace(query="")) == endpoint
+        query = {k: v_[0] for k, v_ in parse_qs(parts.query).items()}
+        assert query["client_id"] == CLIENT_ID and query["post_logout_redirect_uri"] == f"{v.base_url}/login"
+        payload = query["id_token_hint"].split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        assert claims["sub"] == "sub-olga" and claims["aud"] in (CLIENT_ID, [CLIENT_ID])
+        assert web.get("/auth/me").status_code == 401
+        # the provider's logout page, confirmed, sends the browser back to Voxa's login page
+        page = httpx.get(end_session, timeout=10)
+        assert page.status_code == 200 and "/oauth2/end_session/confirm" in page.text
+        confirm = httpx.post(f"{provider.issuer}/oauth2/end_session/confirm",
+                             data={"redirect_uri": query["post_logout_redirect_uri"]}, timeout=10)
+        assert confirm.status_code == 302 and confirm.headers["location"] == f"{v.base_url}/login"
+    # the ID token is not kept once the session is over
+    from sqlalchemy import select
+
+    from voxa.archive.models import table_of
+    from voxa.security.models import WebSession
+
+    with v.archive.index.read() as conn:
+        assert conn.execute(select(table_of(WebSession).c.oidc_id_token)).scalars().all() == [None]
+
+    v.runtime.accounts.create_user("pat", "Correct-Horse-42!", role="radiologist")
+    with httpx.Client(base_url=v.base_url, timeout=30) as web:
+        assert web.post("/login", json={"username": "pat", "password": "Correct-Horse-42!"}).status_code == 200
+        csrf = web.get("/auth/me").json()["csrf_token"]
+        assert web.post("/logout", headers={"X-CSRF-Token": csrf}).json() == {"signed_out": True}
+
+
 def test_unknown_user_without_a_mapped_role_is_refused(voxa_factory: Any, provider: Provider) -> None:
     v = _voxa(voxa_factory, provider)
     provider.set_user("sub-bob", preferred_username="bob", realm_access={"roles": ["offline_access"]})

@@ -614,15 +614,16 @@ class Accounts:
 
     # ------------------------------------------------------------------ web sessions
 
-    def create_session(self, user: UserRef, ip: str = "") -> tuple[str, str]:
-        """(session id for the cookie, CSRF token).  Only the session id's SHA-256 is stored."""
+    def create_session(self, user: UserRef, ip: str = "", *, oidc_id_token: str | None = None) -> tuple[str, str]:
+        """(session id for the cookie, CSRF token).  Only the session id's SHA-256 is stored;
+        a single sign-on session keeps its ID token for the provider's logout."""
         current = self.get_user(user)
         session_id = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = self.now()
         with self.index.write() as conn:
             conn.execute(insert(S).values(id=_sha256(session_id), user_id=current.id, csrf_token=csrf,
-                                          created_at=now, last_seen_at=now, ip=ip[:64],
+                                          created_at=now, last_seen_at=now, ip=ip[:64], oidc_id_token=oidc_id_token,
                                           expires_at=min(now + self.session_idle, now + self.session_max)))
         return session_id, csrf
 
@@ -653,10 +654,14 @@ class Accounts:
                              .values(last_seen_at=now, expires_at=expires))
         return SessionInfo(user, row["csrf_token"], created, expires, row["ip"])
 
-    def revoke_session(self, session_id: str) -> None:
+    def revoke_session(self, session_id: str) -> str | None:
+        """Ends a session; returns the ID token it began with (single sign-on), if any."""
+        key = _sha256(session_id)
         with self.index.write() as conn:
-            conn.execute(update(S).where(S.c.id == _sha256(session_id), S.c.revoked_at.is_(None))
-                         .values(revoked_at=self.now()))
+            token = conn.execute(select(S.c.oidc_id_token).where(S.c.id == key, S.c.revoked_at.is_(None))).scalar()
+            conn.execute(update(S).where(S.c.id == key, S.c.revoked_at.is_(None))
+                         .values(revoked_at=self.now(), oidc_id_token=None))
+        return str(token) if token else None
 
     def revoke_sessions_of(self, user: UserRef) -> None:
         with self.index.write() as conn:

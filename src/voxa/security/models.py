@@ -95,6 +95,8 @@ class WebSession(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ip: Mapped[str] = mapped_column(String(64), default="")
+    # a single sign-on session's ID token: the id_token_hint of the provider's logout
+    oidc_id_token: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class PatientAssignment(Base):

@@ -186,14 +186,24 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 @authenticated
 def logout(request: Request, principal: PrincipalDep) -> Response:
+    """Ends the session. ``{"signed_out": true}``, and for a single sign-on session
+    ``"end_session"``: the provider's logout address (with ``id_token_hint`` and a
+    ``post_logout_redirect_uri`` of Voxa's login page) where the browser goes next, so the
+    provider's own session ends too."""
+    from voxa.web.routes.oidc import oidc_client
+
     ctx = auth_context(request)
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        ctx.accounts.revoke_session(cookie)
+    id_token = ctx.accounts.revoke_session(cookie) if cookie else None
     ctx.audit.record(AuditEvent(actor=principal.actor, actor_role=principal.role, action=AuditAction.LOGOUT,
                                 source=principal.source, interface=AuditInterface.HTTP,
-                                detail={"method": principal.method}))
-    response = JSONResponse({"signed_out": True})
+                                detail={"method": principal.method, **({"oidc": True} if id_token else {})}))
+    answer: dict[str, Any] = {"signed_out": True}
+    client = oidc_client(request) if id_token else None
+    end_session = client.end_session_url(request, id_token) if client and id_token else None
+    if end_session:
+        answer["end_session"] = end_session
+    response = JSONResponse(answer)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 

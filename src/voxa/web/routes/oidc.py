@@ -43,7 +43,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from authlib.common.security import generate_token
@@ -319,6 +319,21 @@ class OidcClient:
         base = self.public_url or str(request.base_url).rstrip("/")
         return base + CALLBACK_PATH
 
+    def end_session_url(self, request: Request, id_token: str) -> str | None:
+        """Where to send the browser so the provider ends its session too (OpenID Connect
+        RP-Initiated Logout), then back to Voxa's login page; None when the provider has no
+        ``end_session_endpoint`` or cannot be reached (the Voxa session is ended either way)."""
+        try:
+            endpoint = self.metadata().get("end_session_endpoint")
+        except OidcFailure:
+            return None
+        if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+            return None
+        base = self.public_url or str(request.base_url).rstrip("/")
+        query = urlencode({"id_token_hint": id_token, "client_id": self.client_id,
+                           "post_logout_redirect_uri": f"{base}/login"})
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+
     def authorization_url(self, request: Request, flow: Flow) -> str:
         return str(prepare_grant_uri(
             self.metadata()["authorization_endpoint"], self.client_id, "code",
@@ -503,7 +518,7 @@ def _complete(request: Request, client: OidcClient, flow: Flow | None, code: str
         claims = {**client.userinfo(token, claims), **claims}
     user = _local_account(request, client, claims)
     ctx = auth_context(request)
-    session_id, _csrf = ctx.accounts.create_session(user, client_address(request))
+    session_id, _csrf = ctx.accounts.create_session(user, client_address(request), oidc_id_token=token["id_token"])
     ctx.audit.record(AuditEvent(actor=user.username, actor_role=user.role, action=AuditAction.LOGIN,
                                 source=client_address(request), interface=AuditInterface.HTTP,
                                 detail={"method": "oidc", "issuer": client.issuer}))
