@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="Public base URL of the server (https://pacs.example.org) when behind a proxy; "
                           "used in DICOMweb links and to mark cookies Secure.")
+    secret_key_file: Path | None = Field(
+        None, description="Key that encrypts secrets kept in the index (TOTP secrets); default "
+                          "<data_dir>/secret.key, created on first use (mode 0600). Back it up with the data.")
     session_idle_minutes: int = Field(30, ge=1, description="A web session ends after this long without a request.")
     session_max_hours: int = Field(12, ge=1, description="A web session ends this long after login, used or not.")
     max_failed_logins: int = Field(5, ge=1, description="Wrong passwords or codes in a row before an account locks.")
@@ -201,6 +204,10 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "storage"
+
+    @property
+    def effective_secret_key_file(self) -> Path:
+        return self.secret_key_file or self.data_dir / "secret.key"
 
     @property
     def volume_cache_max_bytes(self) -> int:

@@ -17,6 +17,7 @@ from voxa.config import Settings
 from voxa.dimse.peers import PeerRegistry
 from voxa.security.accounts import Accounts
 from voxa.security.audit import AuditTrail
+from voxa.security.secretbox import SecretBox, load_or_create_key
 
 if TYPE_CHECKING:
     from voxa.dimse.server import DicomServer
@@ -51,7 +52,8 @@ class Runtime:
             archive.index, max_failures=settings.max_failed_logins,
             lockout=dt.timedelta(minutes=settings.lockout_minutes),
             session_idle=dt.timedelta(minutes=settings.session_idle_minutes),
-            session_max=dt.timedelta(hours=settings.session_max_hours))
+            session_max=dt.timedelta(hours=settings.session_max_hours),
+            secret_box=SecretBox(load_or_create_key(settings.effective_secret_key_file)))
         if server:
             accounts.ensure_default_roles()
         return cls(settings=settings, archive=archive, peers=peers, jobs=jobs, accounts=accounts,

@@ -22,13 +22,14 @@ def _accounts(overrides: dict[str, Any]) -> Iterator[Accounts]:
     from voxa.archive import open_archive
     from voxa.security.accounts import AccountError, Accounts
     from voxa.security.passwords import WeakPassword
+    from voxa.security.secretbox import SecretBox, load_or_create_key
 
     settings = load_settings(overrides)
     setup_logging("WARNING")
     archive = open_archive(settings)
     engine = archive.index.engine
     try:
-        accounts = Accounts(archive.index)
+        accounts = Accounts(archive.index, secret_box=SecretBox(load_or_create_key(settings.effective_secret_key_file)))
         accounts.ensure_default_roles()
         try:
             yield accounts

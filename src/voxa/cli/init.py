@@ -71,6 +71,7 @@ def register(main: click.Group) -> None:
         from voxa.dicom.uids import InvalidIdentifier, validate_ae_title
         from voxa.security.accounts import AccountError, Accounts
         from voxa.security.passwords import WeakPassword
+        from voxa.security.secretbox import SecretBox, load_or_create_key
 
         setup_logging("WARNING")
         interactive = not non_interactive and sys.stdin.isatty()
@@ -113,7 +114,7 @@ def register(main: click.Group) -> None:
         settings = Settings(data_dir=data_dir, database_url=database_url, aet=aet)
         archive = open_archive(settings)
         try:
-            accounts = Accounts(archive.index)
+            accounts = Accounts(archive.index, secret_box=SecretBox(load_or_create_key(settings.effective_secret_key_file)))
             accounts.ensure_default_roles()
             admins = [u for u in accounts.list_users() if u.role == "super_admin" and not u.disabled]
             if admins and not admin_user:

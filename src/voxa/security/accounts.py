@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
@@ -44,6 +45,9 @@ from voxa.security.permissions import (
     format_permissions,
     parse_permissions,
 )
+from voxa.security.secretbox import SecretBox, SecretUnreadable, is_sealed
+
+log = logging.getLogger(__name__)
 
 U = table_of(UserAccount)
 R = table_of(Role)
@@ -265,8 +269,12 @@ class Accounts:
                  hasher: PasswordHasher = DEFAULT_HASHER, policy: PasswordPolicy | None = None,
                  max_failures: int = 5, lockout: dt.timedelta = dt.timedelta(minutes=15),
                  session_idle: dt.timedelta = dt.timedelta(minutes=30),
-                 session_max: dt.timedelta = dt.timedelta(hours=12), totp_issuer: str = "Voxa"):
+                 session_max: dt.timedelta = dt.timedelta(hours=12), totp_issuer: str = "Voxa",
+                 secret_box: SecretBox | None = None):
         self.index = index
+        # TOTP secrets are sealed with it (voxa.security.secretbox); without one (tools that
+        # never check a code) they are written as they are
+        self.secret_box = secret_box
         self._clock = now
         self.hasher = hasher
         self.policy = policy or PasswordPolicy()
@@ -504,12 +512,15 @@ class Accounts:
         if row["totp_secret"]:
             if not totp_code:
                 raise AuthenticationFailed(AuthFailure.TOTP_REQUIRED)
-            step = _totp_step(row["totp_secret"], totp_code, now)
+            secret = self._open_secret(row["totp_secret"])
+            step = _totp_step(secret, totp_code, now) if secret else None
             # a code seen before (replayed, or phished and used first) is refused like a wrong one
             if step is None or (row["totp_last_step"] is not None and step <= row["totp_last_step"]):
                 self._record_failure(row["id"])
                 raise AuthenticationFailed(AuthFailure.TOTP_INVALID)
             values["totp_last_step"] = step
+            if self.secret_box is not None and secret and not is_sealed(row["totp_secret"]):
+                values["totp_secret"] = self.secret_box.seal(secret)  # written before encryption
         if needs_rehash(row["password_hash"], self.hasher):
             values["password_hash"] = hash_password(password, self.hasher)
         with self.index.write() as conn:
@@ -538,14 +549,29 @@ class Accounts:
         if not _totp_ok(secret, code, self.now()):
             raise AuthenticationFailed(AuthFailure.TOTP_INVALID)
         current = self.get_user(user)
+        stored = self.secret_box.seal(secret) if self.secret_box is not None else secret
         with self.index.write() as conn:
-            conn.execute(update(U).where(U.c.id == current.id).values(totp_secret=secret, updated_at=self.now()))
+            conn.execute(update(U).where(U.c.id == current.id).values(totp_secret=stored, updated_at=self.now()))
 
     def totp_verify(self, user: UserRef, code: str) -> bool:
         current = self.get_user(user)
         with self.index.read() as conn:
-            secret = conn.execute(select(U.c.totp_secret).where(U.c.id == current.id)).scalar_one()
-        return bool(secret) and _totp_ok(secret, code, self.now())
+            stored = conn.execute(select(U.c.totp_secret).where(U.c.id == current.id)).scalar_one()
+        secret = self._open_secret(stored) if stored else None
+        return secret is not None and bool(secret) and _totp_ok(secret, code, self.now())
+
+    def _open_secret(self, stored: str) -> str | None:
+        """A stored TOTP secret in clear; None (no code can match) when it cannot be opened."""
+        if not is_sealed(stored):
+            return stored
+        if self.secret_box is None:
+            log.error("a TOTP secret is encrypted but no secret key is loaded: one-time codes are refused")
+            return None
+        try:
+            return self.secret_box.open(stored)
+        except SecretUnreadable as e:
+            log.error("%s: one-time codes are refused until the right key is in place or the user enrols again", e)
+            return None
 
     def totp_disable(self, user: UserRef) -> None:
         current = self.get_user(user)

@@ -53,7 +53,7 @@ class UserAccount(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Base32 TOTP secret once enrolment is confirmed; NULL: no second factor.
-    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)  # sealed: secretbox
     # Time step (Unix time // 30) of the last code accepted: a code is accepted once (RFC 6238 §5.2).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     must_change_password: Mapped[bool] = mapped_column(default=False)
