@@ -5,20 +5,18 @@ SEG and TID 1500 SR is written to a file, read back with highdicom, and checked 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
 import numpy as np
-import pydicom
 import pytest
 from analysis.phantom_series import volume_series
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from skimage.measure import points_in_poly
+from support.dicom3tools import assert_valid_and_checkable, dciodvfy, errors_in
 
 from voxa.analysis.cardiac import CardiacFunctionResult, analyse_cardiac_function
 from voxa.analysis.dicom_outputs import OutputError, to_bytes
@@ -53,13 +51,6 @@ SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
-def _dciodvfy(path: Path) -> list[str]:
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return (run.stdout + run.stderr).splitlines()
-
-
 def _write(ds: Dataset, path: Path) -> Path:
     path.write_bytes(to_bytes(ds))
     return path
@@ -69,20 +60,6 @@ def _report(path: Path) -> hd.sr.MeasurementReport:
     report = hd.sr.srread(path).content
     assert isinstance(report, hd.sr.MeasurementReport)
     return report
-
-
-def _valid_and_checked(path: Path, iod: str, break_it: str) -> None:
-    """dciodvfy finds no error in ``path``, and finds one once ``break_it`` (a Type 1 attribute)
-    is removed: the check can fail."""
-    lines = _dciodvfy(path)
-    assert iod in lines[0]
-    errors = [line for line in lines if line.startswith("Error")]
-    assert errors == [], "\n".join(lines)
-    broken = pydicom.dcmread(path)
-    delattr(broken, break_it)
-    broken_path = path.with_name(f"broken-{path.name}")
-    broken.save_as(broken_path)
-    assert any(line.startswith("Error") for line in _dciodvfy(broken_path))
 
 
 # ---------------------------------------------------------------- cardiac
@@ -155,7 +132,7 @@ def test_cardiac_seg_round_trip(cardiac: CardiacRun, tmp_path: Path) -> None:
     pixels = seg.get_pixels_by_source_instance(uids)
     for n, label in enumerate(labels):
         assert np.array_equal(pixels[..., n].astype(bool), cardiac.masks[label]), label
-    _valid_and_checked(path, "Segmentation", "SegmentationType")
+    assert_valid_and_checkable(path, "Segmentation", "SegmentationType")
 
 
 def test_cardiac_sr_round_trip(cardiac: CardiacRun, tmp_path: Path) -> None:
@@ -212,7 +189,7 @@ def test_cardiac_sr_round_trip(cardiac: CardiacRun, tmp_path: Path) -> None:
         if s.ed_mm is not None:
             ed_mm = value(str(group.tracking_identifier), codes.DCM.WallThickness, "mm", codes.SCT.Median)
             assert ed_mm == pytest.approx(s.ed_mm)
-    _valid_and_checked(path, "Comprehensive3DSR", "CompletionFlag")
+    assert_valid_and_checkable(path, "Comprehensive3DSR", "CompletionFlag")
 
 
 def test_cardiac_sr_outlines_every_group_on_the_images(cardiac: CardiacRun, tmp_path: Path) -> None:
@@ -239,7 +216,7 @@ def test_cardiac_sr_outlines_every_group_on_the_images(cardiac: CardiacRun, tmp_
     (edv,) = groups["Left ventricle"].get_measurements(name=codes.LN.LeftVentricularEDVolume)
     assert edv.value == pytest.approx(result.lv.edv_ml)
     assert sum(name.startswith("AHA ") for name in groups) >= 15
-    _valid_and_checked(path, "Comprehensive3DSR", "CompletionFlag")
+    assert_valid_and_checkable(path, "Comprehensive3DSR", "CompletionFlag")
 
 
 def test_cardiac_sr_without_a_seg_has_coordinate_free_groups(cardiac: CardiacRun, tmp_path: Path) -> None:
@@ -250,7 +227,7 @@ def test_cardiac_sr_without_a_seg_has_coordinate_free_groups(cardiac: CardiacRun
     (lv,) = report.get_image_measurement_groups(finding_site=codes.SCT.LeftVentricle)
     (edv,) = lv.get_measurements(name=codes.LN.LeftVentricularEDVolume)
     assert edv.value == pytest.approx(cardiac.result.lv.edv_ml)
-    errors = [line for line in _dciodvfy(path) if line.startswith("Error")]
+    errors = errors_in(dciodvfy(path))
     assert errors == []
 
 
@@ -311,7 +288,7 @@ def test_vessel_seg_round_trip(vessel: VesselRun, tmp_path: Path) -> None:
     assert item.SegmentAlgorithmName == "Voxa vessel analysis"
     pixels = seg.get_pixels_by_source_instance([str(ds.SOPInstanceUID) for ds in vessel.images])
     assert np.array_equal(pixels[..., 0].astype(bool), vessel.analysis.segmentation.mask)
-    _valid_and_checked(path, "Segmentation", "SegmentationType")
+    assert_valid_and_checkable(path, "Segmentation", "SegmentationType")
 
 
 def test_vessel_sr_round_trip_with_the_stenosis_outline(vessel: VesselRun, tmp_path: Path) -> None:
@@ -365,7 +342,7 @@ def test_vessel_sr_round_trip_with_the_stenosis_outline(vessel: VesselRun, tmp_p
     x, y = points[:, 0] * 0.5, points[:, 1] * 0.5  # mm
     area = 0.5 * abs(float(x[:-1] @ y[1:] - x[1:] @ y[:-1]))
     assert 0.7 * stenosis.min_area_mm2 < area < 1.5 * stenosis.min_area_mm2
-    _valid_and_checked(path, "Comprehensive3DSR", "CompletionFlag")
+    assert_valid_and_checkable(path, "Comprehensive3DSR", "CompletionFlag")
 
 
 def test_vessel_sr_outlines_the_lumen_where_no_image_cuts_the_stenosis(vessel: VesselRun, tmp_path: Path) -> None:
@@ -384,5 +361,5 @@ def test_vessel_sr_outlines_the_lumen_where_no_image_cuts_the_stenosis(vessel: V
     assert stenosis_group.referenced_segment is None
     assert isinstance(stenosis_group.roi, list) and len(stenosis_group.roi) == len(groups["Vessel"].roi)
     assert stenosis_group.finding_sites[0].value == codes.SCT.RightCoronaryArtery
-    errors = [line for line in _dciodvfy(path) if line.startswith("Error")]
+    errors = errors_in(dciodvfy(path))
     assert errors == []

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from analysis.phantom_series import (
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from skimage import measure as skimage_measure
+from support.dicom3tools import assert_valid_and_checkable
 
 from voxa.analysis import results as store
 from voxa.analysis import tools
@@ -153,13 +152,6 @@ def test_calcium_tool_matches_score_calcium_on_the_same_voxels(calcium_run: tupl
         assert loc[0].series_instance_uid == output["series_instance_uid"]
 
 
-def _dciodvfy(path: Path) -> list[str]:
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    return (run.stdout + run.stderr).splitlines()
-
-
 def test_calcium_seg_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_path: Path) -> None:
     rt, result = calcium_run
     seg_out = next(o for o in result.outputs if o["kind"] == "SEG")
@@ -187,14 +179,7 @@ def test_calcium_seg_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp
         assert masks[k, r, c, n]
     path = tmp_path / "seg.dcm"
     ds.save_as(path)
-    lines = _dciodvfy(path)
-    assert "Segmentation" in lines[0]
-    errors = [line for line in lines if line.startswith("Error")]
-    assert errors == [], "\n".join(lines)
-    broken = pydicom.dcmread(path)
-    del broken.SegmentationType  # Type 1 in the Segmentation Image module
-    broken.save_as(tmp_path / "broken.dcm")
-    assert any(line.startswith("Error") for line in _dciodvfy(tmp_path / "broken.dcm"))
+    assert_valid_and_checkable(path, "Segmentation", "SegmentationType")
 
 
 def test_calcium_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_path: Path) -> None:
@@ -250,14 +235,7 @@ def test_calcium_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_
     assert threshold.value == 130.0
     path = tmp_path / "sr.dcm"
     ds.save_as(path)
-    lines = _dciodvfy(path)
-    assert "Comprehensive3DSR" in lines[0]
-    errors = [line for line in lines if line.startswith("Error")]
-    assert errors == [], "\n".join(lines)
-    broken = pydicom.dcmread(path)
-    del broken.CompletionFlag
-    broken.save_as(tmp_path / "broken.dcm")
-    assert any(line.startswith("Error") for line in _dciodvfy(tmp_path / "broken.dcm"))
+    assert_valid_and_checkable(path, "Comprehensive3DSR", "CompletionFlag")
 
 
 def test_calcium_lesion_sr_round_trip(calcium_run: tuple[Any, store.StoredResult], tmp_path: Path) -> None:
@@ -303,14 +281,7 @@ def test_calcium_lesion_sr_round_trip(calcium_run: tuple[Any, store.StoredResult
         assert skimage_measure.points_in_poly(mine[:, ::-1] + 0.5, points).all()
     path = tmp_path / "lesions.dcm"
     ds.save_as(path)
-    lines = _dciodvfy(path)
-    assert "Comprehensive3DSR" in lines[0]
-    errors = [line for line in lines if line.startswith("Error")]
-    assert errors == [], "\n".join(lines)
-    broken = pydicom.dcmread(path)
-    del broken.CompletionFlag
-    broken.save_as(tmp_path / "broken.dcm")
-    assert any(line.startswith("Error") for line in _dciodvfy(tmp_path / "broken.dcm"))
+    assert_valid_and_checkable(path, "Comprehensive3DSR", "CompletionFlag")
 
 
 def _output(result: store.StoredResult, series_description: str) -> dict[str, str]:
