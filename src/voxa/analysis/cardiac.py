@@ -807,6 +807,69 @@ def _map_phases(fn: Callable[[_A], _T], args: Sequence[_A]) -> list[_T]:
         return list(pool.map(fn, args))
 
 
+@dataclass
+class _Cycle:
+    """Steps 1 to 3 over the whole cycle: the chambers found and every phase's segmentation."""
+
+    reference_phase: float  # the phase the chambers were identified at (most contrast blood)
+    chosen: dict[Chamber, _Region]
+    reference: _Reference
+    segmentations: list[_PhaseSegmentation]
+
+
+def _segment_cycle(
+    items: Sequence[tuple[float, Volume]],
+    blood_window: tuple[float, float],
+    myo_window: tuple[float, float],
+    seeds: Mapping[Chamber, Sequence[float] | None],
+    notes: list[str],
+) -> _Cycle:
+    """The chambers of the reference phase and their segmentation at every phase (shared by the
+    analysis and by the SEG writer, which must count exactly the analysis's voxels)."""
+    first = items[0][1]
+    spacing = first.spacing_mm
+    factors = _factors(spacing, _COARSE_MM)
+
+    # reference phase: the most contrast blood (largest chambers, usually end-diastole)
+    fz, fy, fx = factors
+    blood_counts = [int(_in_window(v.voxels[::fz, ::fy, ::fx], blood_window).sum()) for _, v in items]
+    ref_phase, ref_volume = items[int(np.argmax(blood_counts))]
+    labels, regions = _regions(ref_volume, factors, blood_window, myo_window)
+    chosen = _identify(ref_volume, labels, regions, factors, seeds, notes)
+
+    # reference codes, nearest-code map and the box analysed at full resolution
+    code_of = np.zeros(int(labels.max()) + 1, dtype=np.uint8)
+    for r in regions:
+        code_of[r.label] = _OTHER
+    for c, r in chosen.items():
+        code_of[r.label] = _CODES[c]
+    coarse = code_of[labels]
+    coarse_mm = tuple(s * k for s, k in zip(spacing, factors, strict=True))
+    _, nearest_idx = ndimage.distance_transform_edt(coarse == 0, sampling=coarse_mm, return_indices=True)
+    nearest = coarse[tuple(nearest_idx)]
+    chamber_mask = np.isin(coarse, [_CODES[c] for c in chosen])
+    present = [np.flatnonzero(chamber_mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    margin = np.ceil(_ROI_MARGIN_MM / np.array(spacing)).astype(int)
+    f = np.array(factors)
+    lo = [int(max(0, present[i][0] * f[i] - margin[i])) for i in range(3)]
+    hi = [int(min(first.shape[i], present[i][-1] * f[i] + f[i] + margin[i])) for i in range(3)]
+
+    # step 3: every phase; the box grows where a chamber reaches one of its faces
+    for _ in range(4):
+        ref = _Reference((slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])), coarse, nearest, factors)
+        segs = _map_phases(functools.partial(_segment_phase, ref=ref, blood_window=blood_window),
+                           [v for _, v in items])
+        inner = {(axis, side) for sg in segs for (c, axis, side, at_fov) in sg.edge if c in chosen and not at_fov}
+        if not inner:
+            break
+        for axis, side in inner:
+            if side == 0:
+                lo[axis] = max(0, lo[axis] - 2 * int(margin[axis]))
+            else:
+                hi[axis] = min(first.shape[axis], hi[axis] + 2 * int(margin[axis]))
+    return _Cycle(ref_phase, chosen, ref, segs)
+
+
 def analyse_cardiac_function(
     phases: Mapping[float, Volume] | Sequence[tuple[float, Volume]],
     *,
@@ -851,48 +914,10 @@ def analyse_cardiac_function(
     sex_code = normalise_sex(sex)
     notes: list[str] = []
     first = items[0][1]
-    spacing = first.spacing_mm
-    factors = _factors(spacing, _COARSE_MM)
-
-    # reference phase: the most contrast blood (largest chambers, usually end-diastole)
-    fz, fy, fx = factors
-    blood_counts = [int(_in_window(v.voxels[::fz, ::fy, ::fx], blood_window).sum()) for _, v in items]
-    ref_phase, ref_volume = items[int(np.argmax(blood_counts))]
-    labels, regions = _regions(ref_volume, factors, blood_window, myo_window)
     seeds = {Chamber.LV: lv_seed_mm, Chamber.RV: rv_seed_mm, Chamber.LA: la_seed_mm, Chamber.RA: ra_seed_mm}
-    chosen = _identify(ref_volume, labels, regions, factors, seeds, notes)
-
-    # reference codes, nearest-code map and the box analysed at full resolution
-    code_of = np.zeros(int(labels.max()) + 1, dtype=np.uint8)
-    for r in regions:
-        code_of[r.label] = _OTHER
-    for c, r in chosen.items():
-        code_of[r.label] = _CODES[c]
-    coarse = code_of[labels]
-    coarse_mm = tuple(s * k for s, k in zip(spacing, factors, strict=True))
-    _, nearest_idx = ndimage.distance_transform_edt(coarse == 0, sampling=coarse_mm, return_indices=True)
-    nearest = coarse[tuple(nearest_idx)]
-    chamber_mask = np.isin(coarse, [_CODES[c] for c in chosen])
-    present = [np.flatnonzero(chamber_mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    margin = np.ceil(_ROI_MARGIN_MM / np.array(spacing)).astype(int)
-    f = np.array(factors)
-    lo = [int(max(0, present[i][0] * f[i] - margin[i])) for i in range(3)]
-    hi = [int(min(first.shape[i], present[i][-1] * f[i] + f[i] + margin[i])) for i in range(3)]
-
-    # step 3: every phase; the box grows where a chamber reaches one of its faces
+    cycle = _segment_cycle(items, blood_window, myo_window, seeds, notes)
+    chosen, segs = cycle.chosen, cycle.segmentations
     voxel_ml = first.voxel_volume_ml
-    for _ in range(4):
-        ref = _Reference((slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])), coarse, nearest, factors)
-        segs = _map_phases(functools.partial(_segment_phase, ref=ref, blood_window=blood_window),
-                           [v for _, v in items])
-        inner = {(axis, side) for sg in segs for (c, axis, side, at_fov) in sg.edge if c in chosen and not at_fov}
-        if not inner:
-            break
-        for axis, side in inner:
-            if side == 0:
-                lo[axis] = max(0, lo[axis] - 2 * int(margin[axis]))
-            else:
-                hi[axis] = min(first.shape[axis], hi[axis] + 2 * int(margin[axis]))
     for (p, _), sg in zip(items, segs, strict=True):
         if sg.counts[Chamber.LV] == 0:
             raise ValueError(f"no LV blood pool found at phase {p:g}%")
@@ -969,8 +994,8 @@ def analyse_cardiac_function(
             return None
         return max(present_values) if largest else min(present_values)
 
-    if ref_phase != ed.phase_percent:
-        notes.append(f"identification used phase {ref_phase:g}% (most blood), end-diastole is {ed.phase_percent:g}%")
+    if cycle.reference_phase != ed.phase_percent:
+        notes.append(f"identification used phase {cycle.reference_phase:g}% (most blood), end-diastole is {ed.phase_percent:g}%")
     if sex_code is None:
         notes.append("sex not given: values were not compared with the sex-specific normal ranges")
     result = CardiacFunctionResult(

@@ -255,41 +255,9 @@ def cardiac_label_masks(
     blood_window = result.blood_window_hu
     myo_window = result.myocardium_window_hu
     first = items[0][1]
-    spacing = first.spacing_mm
-    factors = engine._factors(spacing, engine._COARSE_MM)
-    fz, fy, fx = factors
-    blood_counts = [int(engine._in_window(v.voxels[::fz, ::fy, ::fx], blood_window).sum()) for _, v in items]
-    _, ref_volume = items[int(np.argmax(blood_counts))]
-    labels, regions = engine._regions(ref_volume, factors, blood_window, myo_window)
     seeds = {Chamber.LV: lv_seed_mm, Chamber.RV: rv_seed_mm, Chamber.LA: la_seed_mm, Chamber.RA: ra_seed_mm}
-    chosen = engine._identify(ref_volume, labels, regions, factors, seeds, [])
-    code_of = np.zeros(int(labels.max()) + 1, dtype=np.uint8)
-    for r in regions:
-        code_of[r.label] = engine._OTHER
-    for c, r in chosen.items():
-        code_of[r.label] = engine._CODES[c]
-    coarse = code_of[labels]
-    coarse_mm = tuple(s * k for s, k in zip(spacing, factors, strict=True))
-    _, nearest_idx = ndimage.distance_transform_edt(coarse == 0, sampling=coarse_mm, return_indices=True)
-    nearest = coarse[tuple(nearest_idx)]
-    chamber_mask = np.isin(coarse, [engine._CODES[c] for c in chosen])
-    present = [np.flatnonzero(chamber_mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-    margin = np.ceil(engine._ROI_MARGIN_MM / np.array(spacing)).astype(int)
-    f = np.array(factors)
-    lo = [int(max(0, present[i][0] * f[i] - margin[i])) for i in range(3)]
-    hi = [int(min(first.shape[i], present[i][-1] * f[i] + f[i] + margin[i])) for i in range(3)]
-    for _ in range(4):
-        ref = engine._Reference((slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2])), coarse, nearest,
-                                factors)
-        segs = [engine._segment_phase(v, ref, blood_window) for _, v in items]
-        inner = {(axis, side) for sg in segs for (c, axis, side, at_fov) in sg.edge if c in chosen and not at_fov}
-        if not inner:
-            break
-        for axis, side in inner:
-            if side == 0:
-                lo[axis] = max(0, lo[axis] - 2 * int(margin[axis]))
-            else:
-                hi[axis] = min(first.shape[axis], hi[axis] + 2 * int(margin[axis]))
+    cycle = engine._segment_cycle(items, blood_window, myo_window, seeds, [])
+    chosen, ref, segs = cycle.chosen, cycle.reference, cycle.segmentations
     ed = [i for i, (p, _) in enumerate(items) if p == result.ed_phase_percent]
     if not ed:
         raise OutputError(f"the end-diastolic phase {result.ed_phase_percent:g}% is not among the phases")
