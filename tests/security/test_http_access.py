@@ -45,7 +45,8 @@ def test_every_route_declares_a_permission(voxa_factory: Any) -> None:
     app = create_app(v.runtime)
     assert undeclared_routes(app) == []
     public = sorted(f"{','.join(sorted(m))} {p}" for p, m, r in iter_routes(app) if requirement_of(r.endpoint).public)
-    assert public == ["GET /auth/oidc/callback", "GET /auth/oidc/login", "GET /health", "GET /login", "POST /login"]
+    assert public == ["GET /auth/oidc/callback", "GET /auth/oidc/login", "GET /health", "GET /login",
+                      "POST /auth/oidc/backchannel-logout", "POST /login"]
 
 
 def test_an_undeclared_route_is_refused(voxa_factory: Any) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import html
 import io
 import json
+import secrets
 import threading
 import time
 import warnings
@@ -27,7 +28,16 @@ from support.ports import free_port
 
 from voxa.security import audit
 from voxa.web.app import create_app
-from voxa.web.routes.oidc import IdTokenRejected, claim_at, mapped_role, validate_id_token
+from voxa.web.routes.oidc import (
+    LOGOUT_EVENT,
+    IdTokenRejected,
+    LogoutTokenRejected,
+    claim_at,
+    logout_applies,
+    mapped_role,
+    validate_id_token,
+    validate_logout_token,
+)
 
 # the provider mock itself still uses Authlib's deprecated server-side APIs
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:authlib.*")
@@ -42,6 +52,7 @@ ROLE_MAP = {"pacs-admin": "super_admin", "pacs-radiologist": "radiologist", "pac
 @dataclass
 class Provider:
     issuer: str
+    signing_key: RSAKey  # the mock's own: it cannot send back-channel logouts, so the tests sign them
     token_requests: list[dict[str, list[str]]] = field(default_factory=list)
 
     def set_user(self, sub: str, **claims: Any) -> None:
@@ -53,12 +64,16 @@ class Provider:
 def provider() -> Iterator[Provider]:
     with warnings.catch_warnings():  # the mock itself still imports the deprecated authlib.jose
         warnings.simplefilter("ignore", DeprecationWarning)
+        import flask
         import oidc_provider_mock
         from werkzeug.serving import make_server
 
         flask_app = oidc_provider_mock.app(require_nonce=True)
+        with flask_app.test_request_context():
+            flask_app.preprocess_request()
+            private = flask.g.oidc_provider_mock_storage.jwk.as_dict(is_private=True)
     port = free_port()
-    prov = Provider(issuer=f"http://127.0.0.1:{port}")
+    prov = Provider(issuer=f"http://127.0.0.1:{port}", signing_key=RSAKey.import_key(private))
     inner = flask_app.wsgi_app
 
     def recording(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -239,6 +254,97 @@ def test_signing_out_ends_the_providers_session_too(voxa_factory: Any, provider:
         assert web.post("/login", json={"username": "pat", "password": "Correct-Horse-42!"}).status_code == 200
         csrf = web.get("/auth/me").json()["csrf_token"]
         assert web.post("/logout", headers={"X-CSRF-Token": csrf}).json() == {"signed_out": True}
+
+
+def _logout_token(key: RSAKey, issuer: str, **overrides: Any) -> str:
+    claims: dict[str, Any] = {"iss": issuer, "aud": CLIENT_ID, "iat": int(time.time()), "jti": secrets.token_hex(8),
+                              "events": {LOGOUT_EVENT: {}}}
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return jwt.encode({"alg": "RS256", "kid": key.kid, "typ": "logout+jwt"}, claims, key)
+
+
+def test_the_provider_ends_a_users_sessions_over_the_back_channel(voxa_factory: Any, provider: Provider) -> None:
+    """OpenID Connect Back-Channel Logout: a logout token signed by the provider for a user
+    ends that user's single sign-on sessions at Voxa (and no one else's), is audited, and
+    cannot be replayed; forged, foreign or malformed tokens are refused with the reason."""
+    v = _voxa(voxa_factory, provider)
+    provider.set_user("sub-una", preferred_username="una", realm_access={"roles": ["pacs-radiologist"]})
+    provider.set_user("sub-vic", preferred_username="vic", realm_access={"roles": ["pacs-radiologist"]})
+    browsers = {name: httpx.Client(base_url=v.base_url, timeout=30) for name in ("una-1", "una-2", "vic")}
+    try:
+        for name, web in browsers.items():
+            assert _sign_in(v, f"sub-{name.split('-')[0]}", browser=web).result.status_code == 303
+            assert web.get("/auth/me").status_code == 200
+        seq = _last_seq(v)
+        token = _logout_token(provider.signing_key, provider.issuer, sub="sub-una")
+        r = httpx.post(f"{v.base_url}/auth/oidc/backchannel-logout", data={"logout_token": token}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"sessions_ended": 2} and r.headers["cache-control"] == "no-store"
+        assert browsers["una-1"].get("/auth/me").status_code == 401
+        assert browsers["una-2"].get("/auth/me").status_code == 401
+        assert browsers["vic"].get("/auth/me").status_code == 200
+        logouts = [e for e in _audit_since(v, seq) if e.action == "logout"]
+        assert [(e.actor, e.outcome, e.detail["method"], e.detail["sessions"]) for e in logouts] == [
+            ("una", "success", "oidc-backchannel", 2)]
+
+        def refused(form: dict[str, str], reason: str) -> None:
+            r = httpx.post(f"{v.base_url}/auth/oidc/backchannel-logout", data=form, timeout=30)
+            assert r.status_code == 400, (reason, r.status_code, r.text)
+            assert r.json()["error"] == "invalid_request" and reason in r.json()["error_description"], r.text
+
+        refused({"logout_token": token}, "used already")
+        refused({}, "no logout_token")
+        refused({"logout_token": "not.a.jwt"}, "malformed")
+        key = provider.signing_key
+        refused({"logout_token": _logout_token(key, provider.issuer, sub="sub-vic", nonce="n")}, "nonce")
+        refused({"logout_token": _logout_token(key, provider.issuer, sub="sub-vic", events={})}, "events")
+        refused({"logout_token": _logout_token(key, provider.issuer, sub="sub-vic", aud="another")}, "aud")
+        refused({"logout_token": _logout_token(key, "https://evil.example", sub="sub-vic")}, "iss")
+        refused({"logout_token": _logout_token(key, provider.issuer)}, "neither")
+        refused({"logout_token": _logout_token(key, provider.issuer, sub="sub-vic",
+                                               iat=int(time.time()) - 3600)}, "issued more than")
+        impostor = RSAKey.generate_key(2048, {"kid": key.kid})
+        refused({"logout_token": _logout_token(impostor, provider.issuer, sub="sub-vic")}, "signature")
+        stranger = RSAKey.generate_key(2048, {"kid": "not-the-providers"})
+        refused({"logout_token": _logout_token(stranger, provider.issuer, sub="sub-vic")}, "does not publish")
+        assert browsers["vic"].get("/auth/me").status_code == 200
+        failures = [e for e in _audit_since(v, seq) if e.action == "logout" and e.outcome == "failure"]
+        assert len(failures) == 10 and all(e.outcome_detail == "logout_token_invalid" for e in failures)
+    finally:
+        for web in browsers.values():
+            web.close()
+    # a server without single sign-on has no such endpoint
+    plain = voxa_factory(http=True)
+    r = httpx.post(f"{plain.base_url}/auth/oidc/backchannel-logout", data={"logout_token": token}, timeout=30)
+    assert r.status_code == 404 and r.json()["error"] == "not_configured"
+
+
+def test_a_logout_names_one_provider_session_or_one_user() -> None:
+    def id_token(**claims: Any) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+        return f"e30.{body}.sig"
+
+    una = id_token(iss=ISSUER, sub="s-una", sid="sid-1")
+    una_elsewhere = id_token(iss=ISSUER, sub="s-una", sid="sid-2")
+    assert logout_applies({"iss": ISSUER, "sub": "s-una"}, una)
+    assert logout_applies({"iss": ISSUER, "sub": "s-una"}, una_elsewhere)
+    assert logout_applies({"iss": ISSUER, "sid": "sid-1"}, una)
+    assert not logout_applies({"iss": ISSUER, "sid": "sid-1"}, una_elsewhere)
+    assert not logout_applies({"iss": ISSUER, "sid": "sid-1", "sub": "s-vic"}, una)
+    assert not logout_applies({"iss": "https://other.example", "sub": "s-una"}, una)
+    assert not logout_applies({"iss": ISSUER, "sub": "s-una"}, "garbage")
+
+
+def test_logout_token_validator(keys: tuple[RSAKey, dict[str, Any]]) -> None:
+    key, jwks = keys
+    claims = validate_logout_token(_logout_token(key, ISSUER, sid="sid-1", aud=["other", CLIENT_ID]), jwks,
+                                   issuer=ISSUER, client_id=CLIENT_ID)
+    assert claims["sid"] == "sid-1"
+    for overrides, reason in (({"jti": None}, "jti"), ({"iat": None}, "iat"), ({"exp": int(time.time()) - 600}, "exp"),
+                              ({"events": {LOGOUT_EVENT: "yes"}}, "events"), ({"sub": None}, "neither")):
+        with pytest.raises(LogoutTokenRejected, match=reason):
+            validate_logout_token(_logout_token(key, ISSUER, **overrides), jwks, issuer=ISSUER, client_id=CLIENT_ID)
 
 
 def test_unknown_user_without_a_mapped_role_is_refused(voxa_factory: Any, provider: Provider) -> None:

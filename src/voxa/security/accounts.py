@@ -694,6 +694,23 @@ class Accounts:
             uid = self._user(conn, user).id
             conn.execute(update(S).where(S.c.user_id == uid, S.c.revoked_at.is_(None)).values(revoked_at=self.now()))
 
+    def end_single_sign_on_sessions(self, applies: Callable[[str], bool]) -> list[tuple[User, int]]:
+        """Ends the live single sign-on sessions whose ID token ``applies`` accepts (the
+        provider's back-channel logout): each user whose sessions ended, with how many."""
+        now = self.now()
+        with self.index.write() as conn:
+            rows = conn.execute(select(S.c.id, S.c.user_id, S.c.oidc_id_token).where(
+                S.c.oidc_id_token.is_not(None), S.c.revoked_at.is_(None), S.c.expires_at > now)).all()
+            ended = [r for r in rows if applies(str(r.oidc_id_token))]
+            if not ended:
+                return []
+            conn.execute(update(S).where(S.c.id.in_([r.id for r in ended]), S.c.revoked_at.is_(None))
+                         .values(revoked_at=now, oidc_id_token=None))
+            counts: dict[int, int] = {}
+            for r in ended:
+                counts[r.user_id] = counts.get(r.user_id, 0) + 1
+            return [(self._user(conn, uid), n) for uid, n in counts.items()]
+
     def purge_expired_sessions(self) -> int:
         with self.index.write() as conn:
             return conn.execute(delete(S).where(or_(S.c.expires_at <= self.now(), S.c.revoked_at.is_not(None)))).rowcount

@@ -22,6 +22,13 @@ joserfc (Authlib's JOSE implementation, which ``authlib.jose`` is deprecated in 
 JWKS import, JWS signature check).  Network calls use httpx from sync endpoints, which
 FastAPI runs in its thread pool, so they never block the event loop.
 
+3. ``POST /auth/oidc/backchannel-logout`` (OpenID Connect Back-Channel Logout 1.0): the
+   provider, told that a user signed out there, posts a signed ``logout_token``; once its
+   signature, ``iss``, ``aud``, ``iat``, ``jti`` (single use), ``events`` and ``sub``/``sid``
+   check out, every Voxa session that user began through the provider (the sessions whose ID
+   token names the same ``sid``, or the same ``sub`` when no ``sid`` is given) ends, and each
+   ending is audited as a ``logout``.
+
 No session middleware is needed: the flow's state lives in the one signed cookie above,
 so nothing is kept per pending sign-in on the server except the states already used
 (a bounded set that makes each callback single-use).  A restart of Voxa in the middle of
@@ -52,7 +59,8 @@ from authlib.oauth2.rfc6749.parameters import prepare_grant_uri, prepare_token_r
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from authlib.oidc.core import CodeIDToken
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
@@ -69,6 +77,10 @@ router = APIRouter(tags=["auth"])
 
 LOGIN_PATH = "/auth/oidc/login"
 CALLBACK_PATH = "/auth/oidc/callback"
+BACKCHANNEL_LOGOUT_PATH = "/auth/oidc/backchannel-logout"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+# a logout token is delivered at once; an older one is refused (its jti is remembered this long)
+LOGOUT_TOKEN_MAX_AGE_S = 600
 FLOW_COOKIE = "voxa_oidc"
 FLOW_MAX_AGE_S = 600
 METADATA_TTL_S = 3600.0
@@ -130,6 +142,73 @@ def validate_id_token(id_token: str, jwks: dict[str, Any], *, issuer: str, clien
     except (JoseError, ValueError, KeyError, TypeError) as e:
         raise IdTokenRejected(_jose_text(e)) from None
     return dict(claims)
+
+
+class LogoutTokenRejected(Exception):
+    """The logout token failed validation; the text says which check."""
+
+
+def validate_logout_token(logout_token: str, jwks: dict[str, Any], *, issuer: str, client_id: str,
+                          algorithms: Sequence[str] = ("RS256",), now: int | None = None,
+                          leeway: int = ID_TOKEN_LEEWAY_S) -> dict[str, Any]:
+    """The claims of a Back-Channel Logout token once its signature (a key of ``jwks``),
+    ``iss``, ``aud``, ``iat`` (not older than :data:`LOGOUT_TOKEN_MAX_AGE_S`), ``exp`` when
+    present, ``jti``, the logout ``events`` member and ``sub`` or ``sid`` check out, and it
+    carries no ``nonce`` (which would make it an ID token); raises :class:`LogoutTokenRejected`."""
+    try:
+        keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    except (JoseError, ValueError, KeyError, TypeError) as e:
+        raise LogoutTokenRejected(f"the provider's signing keys (JWKS) are unusable: {e}") from None
+    try:
+        token = jwt.decode(logout_token, keys, algorithms=list(algorithms))
+    except InvalidKeyIdError:
+        raise  # the caller refreshes the JWKS once and tries again
+    except (JoseError, ValueError, KeyError, TypeError) as e:
+        raise LogoutTokenRejected(f"bad signature or malformed token ({_jose_text(e)})") from None
+    claims = dict(token.claims)
+    moment = int(time.time()) if now is None else now
+    registry = jwt.JWTClaimsRegistry(now=moment, leeway=leeway, iss={"essential": True, "value": issuer},
+                                     aud={"essential": True, "values": [client_id]}, iat={"essential": True},
+                                     jti={"essential": True})
+    try:
+        registry.validate(claims)
+    except (JoseError, ValueError, KeyError, TypeError) as e:
+        raise LogoutTokenRejected(_jose_text(e)) from None
+    if not isinstance(claims["iat"], int | float) or moment - claims["iat"] > LOGOUT_TOKEN_MAX_AGE_S + leeway:
+        raise LogoutTokenRejected(f"the token was issued more than {LOGOUT_TOKEN_MAX_AGE_S} s ago (iat)")
+    events = claims.get("events")
+    if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
+        raise LogoutTokenRejected(f"not a logout token: its events claim has no {LOGOUT_EVENT!r} member")
+    if "nonce" in claims:
+        raise LogoutTokenRejected("a logout token must not carry a nonce (is this an ID token?)")
+    if not any(isinstance(claims.get(k), str) and claims[k] for k in ("sid", "sub")):
+        raise LogoutTokenRejected("the token names neither a session (sid) nor a user (sub)")
+    return claims
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT Voxa validated earlier (a session's stored ID token), unchecked;
+    {} when it cannot be read."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, TypeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def logout_applies(logout: dict[str, Any], session_id_token: str) -> bool:
+    """Whether a validated logout token ends the session begun with ``session_id_token``: the
+    same issuer, and the same provider session (``sid``) when the token names one, else the
+    same user (``sub``)."""
+    session = unverified_claims(session_id_token)
+    if session.get("iss") != logout.get("iss"):
+        return False
+    if isinstance(logout.get("sid"), str):
+        if session.get("sid") != logout["sid"]:
+            return False
+        return "sub" not in logout or session.get("sub") == logout["sub"]
+    return session.get("sub") == logout.get("sub")
 
 
 def _jose_text(e: Exception) -> str:
@@ -397,6 +476,22 @@ class OidcClient:
         except IdTokenRejected as e:
             raise OidcFailure(401, "id_token_invalid", f"the ID token was refused: {e}") from None
 
+    def verify_logout(self, logout_token: str) -> dict[str, Any]:
+        """The validated claims of a Back-Channel Logout token (refreshing the JWKS once for a
+        key it does not know); a replayed token (same ``jti``) is refused."""
+        issuer = str(self.metadata()["issuer"])
+        kwargs: dict[str, Any] = {"issuer": issuer, "client_id": self.client_id, "algorithms": self.algorithms()}
+        try:
+            try:
+                claims = validate_logout_token(logout_token, self.jwks(), **kwargs)
+            except InvalidKeyIdError:
+                claims = validate_logout_token(logout_token, self.jwks(refresh=True), **kwargs)
+        except InvalidKeyIdError:
+            raise LogoutTokenRejected("the token is signed with a key the provider does not publish") from None
+        if not self.use_once(f"logout-token:{claims['jti']}"):
+            raise LogoutTokenRejected("this logout token was used already (jti)")
+        return claims
+
     def userinfo(self, token: dict[str, Any], claims: dict[str, Any]) -> dict[str, Any]:
         """Claims from the userinfo endpoint, for those the ID token lacks (its ``sub`` must match)."""
         endpoint = self.metadata().get("userinfo_endpoint")
@@ -494,6 +589,59 @@ def oidc_callback(request: Request, code: str | None = None, state: str | None =
     _set_session_cookie(request, response, session_id)
     log.info("OIDC sign-in of %s (%s)", user.username, user.role)
     return response
+
+
+@router.post(BACKCHANNEL_LOGOUT_PATH, include_in_schema=False)
+@public
+async def oidc_backchannel_logout(request: Request) -> Response:
+    """OpenID Connect Back-Channel Logout: the provider posts ``logout_token`` (form-encoded)
+    when a user signs out there; the user's single sign-on sessions at Voxa end. 200 with the
+    number of sessions ended; 400 with ``error``/``error_description`` for a refused token."""
+    client = oidc_client(request)
+    if client is None:
+        return _logout_answer({"error": "not_configured", "error_description": _NOT_CONFIGURED}, 404)
+    form = await request.form()
+    token = form.get("logout_token")
+    if not isinstance(token, str) or not token.strip():
+        return _logout_answer({"error": "invalid_request", "error_description": "the request has no logout_token "
+                                                                                "(form field)"}, 400)
+    return await run_in_threadpool(_backchannel_logout, request, client, token.strip())
+
+
+def _backchannel_logout(request: Request, client: OidcClient, token: str) -> Response:
+    ctx = auth_context(request)
+    try:
+        claims = client.verify_logout(token)
+    except OidcFailure as e:  # the provider's keys could not be read: it may retry later
+        return _logout_answer({"error": "temporarily_unavailable", "error_description": e.message}, 503)
+    except LogoutTokenRejected as e:
+        log.warning("OIDC back-channel logout refused: %s", e)
+        try:
+            ctx.audit.record(AuditEvent(actor="anonymous", action=AuditAction.LOGOUT, source=client_address(request),
+                                        interface=AuditInterface.HTTP, outcome=AuditOutcome.FAILURE,
+                                        outcome_detail="logout_token_invalid",
+                                        detail={"method": "oidc-backchannel", "issuer": client.issuer,
+                                                "message": str(e)[:300]}))
+        except Exception:  # noqa: BLE001 - the refusal stands even when the audit trail is unavailable
+            log.exception("could not audit a refused OIDC back-channel logout")
+        return _logout_answer({"error": "invalid_request", "error_description": f"logout token refused: {e}"}, 400)
+    try:
+        ended = ctx.accounts.end_single_sign_on_sessions(lambda id_token: logout_applies(claims, id_token))
+        for user, count in ended:
+            ctx.audit.record(AuditEvent(actor=user.username, actor_role=user.role, action=AuditAction.LOGOUT,
+                                        source=client_address(request), interface=AuditInterface.HTTP,
+                                        detail={"method": "oidc-backchannel", "issuer": client.issuer,
+                                                "sessions": count}))
+    except AuditUnavailable:
+        return _logout_answer({"error": "temporarily_unavailable",
+                               "error_description": "the audit trail is unavailable; the sessions are ended"}, 503)
+    sessions = sum(count for _, count in ended)
+    log.info("OIDC back-channel logout: %d session(s) of %d user(s) ended", sessions, len(ended))
+    return _logout_answer({"sessions_ended": sessions}, 200)
+
+
+def _logout_answer(body: dict[str, Any], status: int) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def _complete(request: Request, client: OidcClient, flow: Flow | None, code: str | None, state: str | None,
